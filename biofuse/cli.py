@@ -1,0 +1,354 @@
+"""The `biofuse` command: process, enroll, identify, status, models, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from biofuse.config import load_settings
+from biofuse.errors import BiofuseError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Model weights: list, verify, add.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+
+def _quiet_services() -> None:
+    """Prefect's and Ray's chatter off unless the user asked for it (no network here)."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@app.callback()
+def main(
+    home: Path | None = typer.Option(None, help="Where the catalog, store and models live."),
+    config: Path | None = typer.Option(None, help="A biofuse.toml file."),
+) -> None:
+    if home is not None:
+        os.environ["BIOFUSE_HOME"] = str(home)
+    if config is not None:
+        os.environ["BIOFUSE_CONFIG"] = str(config)
+    _quiet_services()
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
+    """Run `work()` in a thread while a progress bar polls `done_count()` (from the catalog)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(label, total=total)
+        thread.start()
+        while thread.is_alive():
+            progress.update(bar, completed=min(total, done_count()))
+            thread.join(0.5)
+        progress.update(bar, completed=min(total, done_count()))
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# -- process -----------------------------------------------------------------------------
+@app.command()
+def process(archive: Path = typer.Argument(..., help="A folder of videos (or one video).")) -> None:
+    """Find the people in every video of an archive and store their evidence."""
+    from flows.actors import ensure_ray
+    from flows.archive import list_archive, run_process_archive
+    from flows.context import Context
+
+    try:
+        ctx = Context.open()
+        total = len(list_archive(archive))
+        ensure_ray(ctx.settings)  # in the main thread: Ray installs signal handlers
+        before = ctx.catalog.video_counts()
+        settled = before.get("done", 0) + before.get("failed", 0)
+
+        def finished() -> int:
+            counts = ctx.catalog.video_counts()
+            return counts.get("done", 0) + counts.get("failed", 0) - settled
+
+        started = time.perf_counter()
+        summary = _with_progress(
+            "videos", total, lambda: run_process_archive(str(archive)), finished
+        )
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"processed {summary['processed']}, failed {summary['failed']}, already done "
+        f"{summary['skipped']} of {summary['videos']} videos in {elapsed:.1f} s"
+    )
+    if summary["failed"]:
+        console.print("see `biofuse status` for the reasons")
+
+
+# -- enroll ------------------------------------------------------------------------------
+@app.command()
+def enroll(
+    name: str = typer.Argument(..., help="The identity's name."),
+    files: list[Path] = typer.Argument(..., help="Photos, audio recordings or videos of them."),
+) -> None:
+    """Add an identity's evidence to the gallery."""
+    from flows.gallery import enroll as enroll_flow
+
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        _fail(BiofuseError(f"no such file: {', '.join(missing)}"))
+    try:
+        report = enroll_flow(name, [str(f) for f in files])
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    rows = sum(sum(v.values()) for v in report["files"].values())
+    console.print(f"{name}: {len(report['files'])} files enrolled, {rows} new store rows")
+    for path, reason in report["errors"].items():
+        console.print(f"  [yellow]skipped[/] {path}: {reason}")
+
+
+# -- identify ----------------------------------------------------------------------------
+def print_decisions(decisions: list[dict[str, Any]], truth: dict[str, str | None] | None = None) -> None:
+    table = Table(title="identities per probe (fused LLR = sum of calibrated modality LLRs)")
+    for column in ("video", "probe", "decision", "rank: identity  fused LLR  [face | voice]"):
+        table.add_column(column, overflow="fold")
+    if truth is not None:
+        table.add_column("truth")
+    from sqlalchemy import select
+
+    from biofuse.catalog import Catalog, Video
+
+    catalog = Catalog(load_settings().catalog_url)
+    with catalog.session() as s:
+        names = {v.id: Path(v.path).name for v in s.scalars(select(Video))}
+    for d in decisions:
+        lines = []
+        for c in d["candidates"][:3]:
+            per = c["per_modality"]
+            parts = [
+                f"{m} {per[m]['score']:+.2f}" if m in per else f"{m} -" for m in ("face", "voice")
+            ]
+            lines.append(f"{c['rank']}: {c['identity']}  {c['fused_llr']:+.1f}  [{' | '.join(parts)}]")
+        style = "green" if d["decision"] != "unknown" else "yellow"
+        row = [names.get(d["video_id"], "?"), d["probe"], f"[{style}]{d['decision']}[/]",
+               "\n".join(lines) or "no evidence"]
+        if truth is not None:
+            row.append(str(truth.get(names.get(d["video_id"], ""), "?")))
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def identify(
+    targets: list[str] = typer.Argument(None, help="Videos or track keys; all processed videos if none."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rank the gallery's identities for each person seen in the targets."""
+    from flows.gallery import identify as identify_flow
+
+    try:
+        decisions = identify_flow(list(targets or []))
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        console.print_json(json.dumps(decisions))
+    else:
+        print_decisions(decisions)
+
+
+# -- status ------------------------------------------------------------------------------
+@app.command()
+def status(limit: int = typer.Option(20, help="How many failures and runs to list.")) -> None:
+    """What was processed, what failed and why."""
+    from sqlalchemy import func, select
+
+    from biofuse.catalog import Catalog, Enrollment, Identity, Run, Track, Video
+
+    settings = load_settings()
+    catalog = Catalog(settings.catalog_url)
+    counts = catalog.video_counts()
+    with catalog.session() as s:
+        hours = s.scalar(select(func.sum(Video.duration_s)).where(Video.status == "done")) or 0.0
+        n_tracks = s.scalar(select(func.count()).select_from(Track)) or 0
+        n_ids = s.scalar(select(func.count()).select_from(Identity)) or 0
+        n_enr = s.scalar(select(func.count()).select_from(Enrollment)) or 0
+        failed = list(s.scalars(
+            select(Video).where(Video.status == "failed").order_by(Video.updated_at.desc()).limit(limit)
+        ))
+        noted = list(s.scalars(
+            select(Video).where(Video.notes.is_not(None)).order_by(Video.id.desc()).limit(limit)
+        ))
+        runs = list(s.scalars(select(Run).order_by(Run.id.desc()).limit(5)))
+    console.print(f"home: {settings.home}")
+    console.print(
+        "videos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  "
+        f"({hours / 3600:.2f} h processed), tracks {n_tracks}, identities {n_ids} "
+        f"({n_enr} enrollment rows)"
+    )
+    if failed:
+        table = Table(title="failed videos")
+        table.add_column("path", overflow="fold")
+        table.add_column("attempts")
+        table.add_column("reason", overflow="fold")
+        for v in failed:
+            table.add_row(v.path, str(v.attempts), v.error or "")
+        console.print(table)
+    if noted:
+        table = Table(title="processed with notes")
+        table.add_column("path", overflow="fold")
+        table.add_column("note", overflow="fold")
+        for v in noted:
+            table.add_row(v.path, v.notes or "")
+        console.print(table)
+    if runs:
+        table = Table(title="recent runs")
+        for column in ("id", "kind", "status", "started", "summary"):
+            table.add_column(column, overflow="fold")
+        for r in runs:
+            table.add_row(str(r.id), r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+                          json.dumps(r.summary))
+        console.print(table)
+
+
+# -- models ------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list() -> None:
+    """Every known model, whether its files are here, its licence and provenance."""
+    from biofuse.registry import Registry
+
+    settings = load_settings()
+    table = Table(title=f"models (user files in {settings.models_dir})")
+    for column in ("name", "modality", "status", "licence", "provenance"):
+        table.add_column(column, overflow="fold")
+    for spec, state in Registry(settings.models_dir).status():
+        colour = "green" if state == "installed" else "yellow"
+        table.add_row(spec.name, spec.modality, f"[{colour}]{state}[/]", spec.licence, spec.provenance)
+    console.print(table)
+
+
+@models_app.command("verify")
+def models_verify(names: list[str] = typer.Argument(None)) -> None:
+    """Re-hash installed model files and compare with the recorded sha256."""
+    from biofuse.registry import Registry
+
+    registry = Registry(load_settings().models_dir)
+    targets = names or [s.name for s, state in registry.status() if state == "installed"]
+    bad = 0
+    for name in targets:
+        try:
+            resolved = registry.verify(name)
+            console.print(f"[green]ok[/] {name}  {resolved.model_id}  sha256 {resolved.sha256}")
+        except BiofuseError as exc:
+            bad += 1
+            console.print(f"[red]bad[/] {name}: {exc}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@models_app.command("add")
+def models_add(name: str, path: Path) -> None:
+    """Copy a user-provided weight file into the models folder and record its sha256."""
+    from biofuse.registry import Registry
+
+    try:
+        resolved = Registry(load_settings().models_dir).add(name, path)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    console.print(f"added {name} as {resolved.model_id}")
+
+
+# -- sample archive and demo ---------------------------------------------------------------
+@app.command("sample-archive")
+def sample_archive(target: Path = typer.Argument(Path("demo-output"))) -> None:
+    """Generate the built-in sample archive (from ../shared/data) into TARGET/archive."""
+    from biofuse.sample_archive import build_sample_archive
+
+    try:
+        manifest = build_sample_archive(target)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    console.print(f"{len(manifest['probes'])} videos in {target / 'archive'}; truth in manifest.json")
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo-output"), help="Where the demo writes everything."),
+) -> None:
+    """The main job on the sample archive: generate, process, enroll, identify, summarise."""
+    from sqlalchemy import func, select
+
+    from biofuse.catalog import Catalog, Video
+    from biofuse.registry import Registry
+    from biofuse.sample_archive import build_sample_archive
+    from flows.gallery import enroll as enroll_flow
+    from flows.gallery import identify as identify_flow
+
+    os.environ.setdefault("BIOFUSE_HOME", str(workdir.resolve() / "home"))
+    settings = load_settings()
+    try:
+        console.rule("1. sample archive")
+        manifest = build_sample_archive(workdir)
+        console.print(f"{len(manifest['probes'])} videos in {workdir / 'archive'} ({manifest['how']})")
+        registry = Registry(settings.models_dir)
+        for spec, state in registry.status():
+            if spec.modality in ("face", "voice"):
+                console.print(f"  model {spec.name}: {state.split(':')[0]}")
+        console.rule("2. process the archive")
+        started = time.perf_counter()
+        process(workdir / "archive")
+        process_s = time.perf_counter() - started
+        console.rule("3. enroll the gallery")
+        for name, files in manifest["enroll"].items():
+            report = enroll_flow(name, files)
+            errors = "; ".join(f"{Path(k).name}: {v}" for k, v in report["errors"].items())
+            console.print(f"{name}: {len(report['files'])} files" + (f" (skipped {errors})" if errors else ""))
+        console.rule("4. identify every person seen")
+        decisions = identify_flow([])
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    truth = {p["file"]: p["identity"] for p in manifest["probes"]}
+    print_decisions(decisions, {k: v or "unknown" for k, v in truth.items()})
+    catalog = Catalog(settings.catalog_url)
+    with catalog.session() as s:
+        names = {v.id: Path(v.path).name for v in s.scalars(select(Video))}
+        video_s = s.scalar(select(func.sum(Video.duration_s)).where(Video.status == "done")) or 0.0
+    tracked = [d for d in decisions if d["probe"].split(":")[1].startswith("t")]
+    correct = sum(d["decision"] == (truth.get(names[d["video_id"]]) or "unknown") for d in tracked)
+    console.rule("summary")
+    console.print(
+        f"person tracks decided correctly: {correct}/{len(tracked)} "
+        f"(open-set: enrolled people named, others 'unknown')"
+    )
+    console.print(
+        f"archive: {video_s:.1f} s of video processed in {process_s:.1f} s wall "
+        f"({video_s / max(process_s, 1e-9):.2f} video-s per wall-s, including model start-up)"
+    )
+    console.print("modalities that ran: " + ", ".join(settings.modalities) +
+                  " (gait and body: not implemented yet)")
+    console.print("`biofuse --home " + str(settings.home) + " status` shows what failed and why")

@@ -1,0 +1,90 @@
+"""One typed configuration: defaults < `biofuse.toml` < BIOFUSE_* environment variables.
+
+The file is `$BIOFUSE_CONFIG` if set, else `./biofuse.toml` if present. Each field
+can be overridden by `BIOFUSE_<FIELD>` (upper case), e.g. `BIOFUSE_NUM_GPUS=1`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from biofuse.errors import ConfigError
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".biofuse")
+    catalog_url: str = ""  # default: sqlite:///{home}/catalog.sqlite
+    store_url: str = ""  # default: {home}/store ; any fsspec URL at scale
+    models_dir: Path | None = None  # default: {home}/models
+
+    ray_address: str | None = None  # None: a local Ray; "ray://host:10001" or "auto" joins a cluster
+    num_gpus: float = Field(0.0, ge=0)  # per model actor
+    num_cpus_per_actor: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1)  # items per model call, gathered across videos
+    batch_wait_ms: float = Field(20.0, ge=0)  # how long an actor waits to fill a batch
+    max_parallel_videos: int = Field(2, ge=1)
+    task_retries: int = Field(2, ge=0)
+
+    face_model: str = "dlib-resnet"
+    voice_model: str = "resemblyzer-ge2e"
+    modalities: list[Literal["face", "voice"]] = Field(default_factory=lambda: ["face", "voice"])
+    face_fps: float = Field(5.0, gt=0)  # frames per second sent to the face detector
+    face_upsample: int = Field(1, ge=0)  # dlib HOG upsampling: 1 finds faces down to ~40 px
+    track_iou: float = Field(0.3, gt=0, lt=1)
+    track_max_gap_s: float = Field(1.0, ge=0)
+    track_min_frames: int = Field(2, ge=1)
+    vad: Literal["webrtc", "energy"] = "webrtc"
+    min_turn_s: float = Field(1.0, gt=0)
+
+    top_k: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        home = Path(self.home).expanduser()
+        object.__setattr__(self, "home", home)
+        if not self.catalog_url:
+            object.__setattr__(self, "catalog_url", f"sqlite:///{home / 'catalog.sqlite'}")
+        if not self.store_url:
+            object.__setattr__(self, "store_url", str(home / "store"))
+        if self.models_dir is None:
+            object.__setattr__(self, "models_dir", home / "models")
+        return self
+
+
+def _from_environment() -> dict[str, object]:
+    values: dict[str, object] = {}
+    for name, field in Settings.model_fields.items():
+        raw = os.environ.get(f"BIOFUSE_{name.upper()}")
+        if raw is None:
+            continue
+        if field.annotation is not None and "list" in str(field.annotation):
+            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            values[name] = raw
+    return values
+
+
+def load_settings(path: Path | None = None, **overrides: object) -> Settings:
+    """Settings from the file, then the environment, then explicit overrides."""
+    values: dict[str, object] = {}
+    path = path or (Path(os.environ["BIOFUSE_CONFIG"]) if "BIOFUSE_CONFIG" in os.environ else None)
+    if path is None and Path("biofuse.toml").exists():
+        path = Path("biofuse.toml")
+    if path is not None:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    values.update(_from_environment())
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,29 @@
+"""One exception hierarchy: every user-facing failure says what was wrong and what to do."""
+
+
+class BiofuseError(Exception):
+    """Base of every error biofuse raises on purpose."""
+
+
+class ConfigError(BiofuseError):
+    """The configuration file or a BIOFUSE_* variable is invalid."""
+
+
+class MediaError(BiofuseError):
+    """A media file cannot be decoded (empty, truncated, not media, missing stream)."""
+
+
+class ModelMissingError(BiofuseError):
+    """A model's weight files are absent or do not match their recorded sha256."""
+
+
+class StoreError(BiofuseError):
+    """The embedding store is unreadable, read-only or inconsistent."""
+
+
+class CatalogError(BiofuseError):
+    """The catalog database refused an operation."""
+
+
+class GalleryError(BiofuseError):
+    """Identification was asked for but the gallery cannot answer (empty, wrong model)."""

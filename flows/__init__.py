@@ -1,0 +1,1 @@
+"""Orchestration: Prefect flows and Ray actors. The only package that imports them."""

@@ -1,0 +1,149 @@
+"""Ray actors: each holds one loaded model and batches the items of concurrent callers.
+
+Videos processed in parallel each send a few frames (or speech segments) at a
+time; the actor gathers whatever arrives within `batch_wait_ms`, up to
+`batch_size` items, into one model call, so batches fill across videos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from biofuse.config import Settings
+from flows.models import MODEL_KINDS, build_model
+from modalities.base import Embeddings
+
+
+@dataclass
+class ModelHandle:
+    """What the pipeline sees of a model: its id and a blocking call over a batch."""
+
+    kind: str
+    model_id: str
+    call: Callable[[Sequence[Any]], Any]
+
+    def __call__(self, items: Sequence[Any]) -> Any:
+        return self.call(items)
+
+
+def local_handle(kind: str, settings: Settings) -> ModelHandle:
+    """The model in this process: for tests, benchmarks and one-off enrollment."""
+    model = build_model(kind, settings)
+    return ModelHandle(kind, model.model_id, getattr(model, MODEL_KINDS[kind][1]))
+
+
+def _split(result: Any, counts: list[int]) -> list[Any]:
+    """Cut one batch result back into the callers' shares."""
+    parts, start = [], 0
+    for n in counts:
+        if isinstance(result, Embeddings):
+            sl = slice(start, start + n)
+            parts.append(
+                Embeddings(result.vectors[sl], result.quality[sl], result.keys[sl], result.model_id)
+            )
+        else:
+            parts.append(result[start : start + n])
+        start += n
+    return parts
+
+
+@ray.remote
+class BatchingModelActor:
+    """One loaded model; `run(items)` calls from many tasks are merged into batches."""
+
+    def __init__(self, kind: str, settings_json: str, device: str) -> None:
+        settings = Settings.model_validate_json(settings_json)
+        self.kind = kind
+        self.model = build_model(kind, settings, device)
+        self.method = getattr(self.model, MODEL_KINDS[kind][1])
+        self.batch_size = settings.batch_size
+        self.wait_s = settings.batch_wait_ms / 1000.0
+        self.queue: asyncio.Queue | None = None
+        self.batches = 0
+        self.items = 0
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model_id": self.model.model_id,
+            "pid": os.getpid(),
+            "batches": self.batches,
+            "items": self.items,
+        }
+
+    async def run(self, items: list[Any]) -> Any:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._serve())
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((items, future))
+        return await future
+
+    async def _serve(self) -> None:
+        assert self.queue is not None
+        while True:
+            pending = [await self.queue.get()]
+            size = len(pending[0][0])
+            deadline = asyncio.get_running_loop().time() + self.wait_s
+            while size < self.batch_size:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    pending.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except TimeoutError:
+                    break
+                size += len(pending[-1][0])
+            items = [item for chunk, _ in pending for item in chunk]
+            try:
+                result = await asyncio.to_thread(self.method, items)
+            except Exception as exc:  # the callers' tasks decide whether to retry
+                for _, future in pending:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.items += len(items)
+            for (_, future), part in zip(pending, _split(result, [len(c) for c, _ in pending])):
+                future.set_result(part)
+
+
+def start_actor(kind: str, settings: Settings) -> tuple[Any, ModelHandle]:
+    """Start (or join) the named actor for `kind` and return a handle to call it."""
+    device = "cuda" if settings.num_gpus > 0 else "cpu"
+    actor = BatchingModelActor.options(
+        name=f"biofuse-{kind}",
+        get_if_exists=True,
+        num_cpus=settings.num_cpus_per_actor,
+        num_gpus=settings.num_gpus,
+        max_restarts=2,
+        max_task_retries=2,
+        max_concurrency=64,
+    ).remote(kind, settings.model_dump_json(), device)
+    model_id = ray.get(actor.info.remote())["model_id"]
+
+    def call(items: Sequence[Any]) -> Any:
+        return ray.get(actor.run.remote(list(items)))
+
+    return actor, ModelHandle(kind, model_id, call)
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Local Ray by default; BIOFUSE_RAY_ADDRESS (settings.ray_address) joins a cluster."""
+    if ray.is_initialized():
+        return
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+        )

@@ -1,0 +1,1 @@
+"""Scores to decisions: normalisation, calibration, fusion and evaluation (pure numpy)."""

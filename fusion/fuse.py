@@ -1,0 +1,75 @@
+"""Fuse calibrated per-modality LLRs and decide: ranked candidates, open-set 'unknown'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fusion.calibration import LinearCalibration
+from fusion.scores import ModalityScores
+
+
+def sum_llr(llrs: list[np.ndarray]) -> np.ndarray:
+    """Sum of the available modality LLRs (independent evidence); NaN = absent, masked.
+
+    One modality fused alone returns that modality unchanged; a cell with no
+    evidence in any modality stays NaN.
+    """
+    stack = np.stack(llrs)
+    fused = np.nansum(stack, axis=0)
+    fused[np.all(np.isnan(stack), axis=0)] = np.nan
+    return fused
+
+
+@dataclass
+class Candidate:
+    identity: str
+    rank: int
+    fused_llr: float
+    per_modality: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    probe: str
+    candidates: list[Candidate]
+    decision: str  # the identity name, or "unknown"
+    modalities: list[str]  # which modalities had evidence for this probe
+
+
+def identify(
+    tables: list[ModalityScores],
+    calibrations: dict[str, LinearCalibration],
+    top_k: int = 5,
+    threshold_llr: float = 0.0,
+) -> list[Decision]:
+    """Rank identities per probe by fused LLR; the top one is accepted if above threshold."""
+    if not tables:
+        return []
+    probes, identities = tables[0].probes, tables[0].identities
+    for t in tables[1:]:
+        if t.probes != probes or t.identities != identities:
+            raise ValueError("score tables must share probes and identities")
+    llrs = [calibrations[t.modality].transform(t.scores) for t in tables]
+    fused = sum_llr(llrs)
+    decisions = []
+    for p, probe in enumerate(probes):
+        present = [t.modality for t in tables if not np.all(np.isnan(t.scores[p]))]
+        row = fused[p]
+        if not present or np.all(np.isnan(row)):
+            decisions.append(Decision(probe, [], "unknown", []))
+            continue
+        order = np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable")[:top_k]
+        candidates = []
+        for rank, i in enumerate(order, start=1):
+            per = {
+                t.modality: {"score": float(t.scores[p, i]), "llr": float(llr[p, i])}
+                for t, llr in zip(tables, llrs)
+                if not np.isnan(t.scores[p, i])
+            }
+            candidates.append(Candidate(identities[i], rank, float(row[i]), per))
+        best = candidates[0]
+        decision = best.identity if best.fused_llr > threshold_llr else "unknown"
+        decisions.append(Decision(probe, candidates, decision, present))
+    return decisions

@@ -1,0 +1,1 @@
+"""One package per modality; each imports only `biofuse` (never Prefect, Ray or the catalog)."""

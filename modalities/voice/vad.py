@@ -1,0 +1,276 @@
+"""Speech activity detection: where in a recording someone speaks, as turns long enough to embed.
+
+The speaker encoder needs a second or more of continuous speech; a turn that is too short gives
+no embedding rather than a bad one, so this stage drops it. Two detectors:
+
+- `webrtc`: the WebRTC GMM detector (`webrtcvad`) on 16-bit PCM frames, the usual choice;
+- `energy`: a pure-numpy log-energy threshold relative to the recording's own noise floor, for
+  installations without `webrtcvad` and as a cross-check on clean audio.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+WEBRTC_RATES = (8000, 16000, 32000, 48000)
+WEBRTC_FRAME_MS = (10, 20, 30)
+SMOOTH_S = 0.15  # majority filter width: removes isolated frame flips of either kind
+HANGOVER_S = 0.03  # speech is kept this long after the detector stops firing (soft offsets)
+# Frames WebRTC itself keeps reporting speech after a long voiced run ("overhang", a telephony
+# feature; webrtc vad_core.c), by aggressiveness 0-1 / 2-3 and frame length. We take it off so
+# both detectors share one boundary rule: our own short hangover, then `merge_gap_s`.
+WEBRTC_OVERHANG_FRAMES = {
+    (False, 10): 14,
+    (False, 20): 7,
+    (False, 30): 5,
+    (True, 10): 9,
+    (True, 20): 5,
+    (True, 30): 3,
+}
+SILENCE_DBFS = -90.0  # frames quieter than this are digital silence, not a noise floor
+NOISE_PERCENTILE = 5.0  # energy percentile taken as the noise floor (5% of pauses suffice)
+SPEECH_PERCENTILE = 95.0  # energy percentile taken as the speech level
+MIN_CONTRAST_DB = 6.0  # below this speech/noise contrast the energy detector finds nothing
+MAX_MARGIN_DB = 12.0  # threshold above the floor on clean audio: quiet phonemes stay speech
+MARGIN_FRACTION = 0.3  # on noisier audio the margin shrinks with the speech/noise contrast
+SNR_RANGE_DB = (-20.0, 60.0)
+
+
+@dataclass(frozen=True)
+class SpeechTurn:
+    """A span of continuous speech, in seconds from the start of the recording."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def detect_speech(
+    samples: np.ndarray,
+    sample_rate: int = 16000,
+    method: str = "webrtc",
+    aggressiveness: int = 2,
+    frame_ms: int = 30,
+    min_turn_s: float = 1.0,
+    merge_gap_s: float = 0.3,
+    max_turn_s: float = 10.0,
+) -> list[SpeechTurn]:
+    """Speech turns of a mono recording, merged, split and filtered for embedding.
+
+    Turns closer than `merge_gap_s` are joined (a breath is not a change of turn); turns longer
+    than `max_turn_s` are split into near-equal pieces (so one long monologue yields several
+    pieces of evidence and a missed speaker change cannot pollute a whole minute); turns shorter
+    than `min_turn_s` are dropped.
+    """
+    samples = _as_mono_float(samples)
+    if sample_rate <= 0 or frame_ms <= 0:
+        raise ValueError(
+            f"sample rate and frame length must be positive: {sample_rate}, {frame_ms}"
+        )
+    if method == "webrtc":
+        flags = _webrtc_flags(samples, sample_rate, aggressiveness, frame_ms)
+    elif method == "energy":
+        flags = _energy_flags(samples, sample_rate, frame_ms)
+    else:
+        raise ValueError(f"unknown VAD method {method!r}; use 'webrtc' or 'energy'")
+    frame_s = max(1, int(sample_rate * frame_ms / 1000)) / sample_rate
+    flags = _smooth(flags, frame_s)
+    turns = _runs_to_turns(flags, frame_s, len(samples) / sample_rate)
+    turns = merge_turns(turns, merge_gap_s)
+    turns = [piece for turn in turns for piece in split_turn(turn, max_turn_s)]
+    return [t for t in turns if t.duration >= min_turn_s]
+
+
+def merge_turns(turns: list[SpeechTurn], max_gap_s: float) -> list[SpeechTurn]:
+    """Join turns separated by less than `max_gap_s` (input sorted by start)."""
+    merged: list[SpeechTurn] = []
+    for turn in turns:
+        if merged and turn.start - merged[-1].end < max_gap_s:
+            merged[-1] = SpeechTurn(merged[-1].start, max(merged[-1].end, turn.end))
+        else:
+            merged.append(turn)
+    return merged
+
+
+def split_turn(turn: SpeechTurn, max_turn_s: float) -> list[SpeechTurn]:
+    """Near-equal pieces no longer than `max_turn_s` (equal pieces, so none is a short leftover)."""
+    if max_turn_s <= 0 or turn.duration <= max_turn_s:
+        return [turn]
+    n = int(np.ceil(turn.duration / max_turn_s))
+    edges = np.linspace(turn.start, turn.end, n + 1)
+    return [SpeechTurn(float(a), float(b)) for a, b in itertools.pairwise(edges)]
+
+
+def noise_power(
+    samples: np.ndarray,
+    turns: list[SpeechTurn],
+    sample_rate: int = 16000,
+    frame_ms: int = 30,
+    min_noise_s: float = 0.3,
+) -> float | None:
+    """Noise power (mean square) of the recording outside its speech turns.
+
+    The median over non-speech frames, so that short speech left out of the turns (too short to
+    keep, or a missed onset) barely moves it. None when under `min_noise_s` of non-speech exists:
+    a recording that is all speech has no measurable noise floor.
+    """
+    samples = _as_mono_float(samples)
+    frame = max(1, int(sample_rate * frame_ms / 1000))
+    powers = _frame_powers(samples, frame)
+    if powers.size == 0:
+        return None
+    centres = (np.arange(powers.size) + 0.5) * frame / sample_rate
+    outside = np.ones(powers.size, bool)
+    for turn in turns:
+        outside &= ~((centres >= turn.start) & (centres < turn.end))
+    if outside.sum() * frame / sample_rate < min_noise_s:
+        return None
+    return float(np.median(powers[outside]))
+
+
+def snr_db(
+    samples: np.ndarray,
+    turn: SpeechTurn,
+    noise_floor: float | None,
+    sample_rate: int = 16000,
+) -> float | None:
+    """Estimated SNR of one turn against the recording's own noise floor (from `noise_power`).
+
+    The turn's power includes the noise, so the noise is subtracted before the ratio. Clipped to
+    -20..60 dB (digital silence as "noise" would give infinity). None when the floor is unknown:
+    the quality model then treats SNR as unknown rather than guessing.
+    """
+    if noise_floor is None:
+        return None
+    samples = _as_mono_float(samples)
+    a = max(0, round(turn.start * sample_rate))
+    b = min(len(samples), round(turn.end * sample_rate))
+    if b <= a:
+        return None
+    turn_power = float(np.mean(np.square(samples[a:b], dtype=np.float64)))
+    low, high = SNR_RANGE_DB
+    if noise_floor <= 0:
+        return high
+    speech_power = max(turn_power - noise_floor, 1e-20)
+    return float(np.clip(10.0 * np.log10(speech_power / noise_floor), low, high))
+
+
+# -- detectors --------------------------------------------------------------------------------
+
+
+def _as_mono_float(samples: np.ndarray) -> np.ndarray:
+    samples = np.asarray(samples)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples (1-D), got shape {samples.shape}")
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32) / 32768.0
+    return samples.astype(np.float32, copy=False)
+
+
+def _webrtc_flags(
+    samples: np.ndarray, sample_rate: int, aggressiveness: int, frame_ms: int
+) -> np.ndarray:
+    if sample_rate not in WEBRTC_RATES:
+        raise ValueError(
+            f"webrtc VAD needs a sample rate of {WEBRTC_RATES} Hz, got {sample_rate}; "
+            "resample to 16 kHz or use method='energy'"
+        )
+    if frame_ms not in WEBRTC_FRAME_MS:
+        raise ValueError(f"webrtc VAD needs frames of {WEBRTC_FRAME_MS} ms, got {frame_ms}")
+    if not 0 <= aggressiveness <= 3:
+        raise ValueError(f"webrtc aggressiveness is 0..3, got {aggressiveness}")
+    try:
+        import webrtcvad  # optional: the energy detector works without it
+    except ImportError as exc:
+        raise ImportError(
+            "webrtc VAD needs the `webrtcvad` package; install it or use method='energy'"
+        ) from exc
+
+    vad = webrtcvad.Vad(aggressiveness)
+    frame = sample_rate * frame_ms // 1000
+    n = len(samples) // frame
+    pcm = (np.clip(samples[: n * frame], -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    step = frame * 2
+    flags = np.fromiter(
+        (vad.is_speech(pcm[i * step : (i + 1) * step], sample_rate) for i in range(n)),
+        dtype=bool,
+        count=n,
+    )
+    return _trim_run_ends(flags, WEBRTC_OVERHANG_FRAMES[(aggressiveness >= 2, frame_ms)])
+
+
+def _trim_run_ends(flags: np.ndarray, frames: int) -> np.ndarray:
+    """Shorten every run of True by up to `frames` at its end (never below half its length)."""
+    out = flags.copy()
+    for start, end in _runs(flags):
+        cut = min(frames, (end - start) // 2)
+        out[end - cut : end] = False
+    return out
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) frame index pairs of the runs of True."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _frame_powers(samples: np.ndarray, frame: int) -> np.ndarray:
+    n = len(samples) // frame
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    return np.mean(frames * frames, axis=1)
+
+
+def _energy_flags(samples: np.ndarray, sample_rate: int, frame_ms: int) -> np.ndarray:
+    """Frames louder than the noise floor by a margin that shrinks with the contrast.
+
+    Floor and speech level are percentiles of the recording's own frame energies, so the
+    threshold follows the recording's gain and background; digital silence is left out of the
+    floor. The margin is 30% of the floor-to-level contrast (in dB), kept within 6..12 dB: a
+    fixed fraction would cut quiet phonemes of clean read speech (40 dB of contrast), a fixed
+    margin would miss speech that is only 10 dB above the noise.
+    """
+    frame = max(1, int(sample_rate * frame_ms / 1000))
+    energy_db = 10.0 * np.log10(_frame_powers(samples, frame) + 1e-12)
+    audible = energy_db[energy_db > SILENCE_DBFS]
+    if audible.size == 0:
+        return np.zeros(energy_db.size, bool)
+    floor = np.percentile(audible, NOISE_PERCENTILE)
+    level = np.percentile(audible, SPEECH_PERCENTILE)
+    if level - floor < MIN_CONTRAST_DB:
+        return np.zeros(energy_db.size, bool)
+    margin = np.clip(MARGIN_FRACTION * (level - floor), MIN_CONTRAST_DB, MAX_MARGIN_DB)
+    threshold = floor + margin
+    return energy_db > threshold
+
+
+# -- smoothing and turns ----------------------------------------------------------------------
+
+
+def _smooth(flags: np.ndarray, frame_s: float) -> np.ndarray:
+    """Majority filter, then hangover: a frame stays speech shortly after the last voiced one."""
+    if flags.size == 0:
+        return flags
+    width = max(1, round(SMOOTH_S / frame_s) | 1)  # odd
+    if width > 1:
+        padded = np.pad(flags.astype(np.int32), width // 2, mode="edge")
+        counts = np.convolve(padded, np.ones(width, np.int32), mode="valid")
+        flags = counts > width // 2
+    hang = round(HANGOVER_S / frame_s)
+    if hang > 0:
+        held = flags.copy()
+        for k in range(1, hang + 1):
+            held[k:] |= flags[:-k]
+        flags = held
+    return flags
+
+
+def _runs_to_turns(flags: np.ndarray, frame_s: float, total_s: float) -> list[SpeechTurn]:
+    return [
+        SpeechTurn(float(s * frame_s), float(min(e * frame_s, total_s))) for s, e in _runs(flags)
+    ]

@@ -1,0 +1,146 @@
+"""fusion.metrics on small examples worked out by hand (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion.metrics import (
+    best_threshold_accuracy,
+    cmc,
+    eer,
+    kfold_verification_accuracy,
+    roc,
+    tar_at_far,
+)
+
+# Four genuine and four impostor scores with one genuine/impostor tie at 0.5.
+GENUINE = np.array([0.9, 0.8, 0.5, 0.3])
+IMPOSTOR = np.array([0.6, 0.5, 0.2, 0.1])
+
+
+def test_roc_steps_through_every_distinct_score_and_never_splits_a_tie() -> None:
+    # thresholds:   inf  0.9   0.8   0.6   0.5   0.3   0.2   0.1
+    # genuine >= t:  0    1     2     2     3     4     4     4    (of 4)
+    # impostor >= t: 0    0     0     1     2     2     3     4    (of 4)
+    # At 0.5 the tied genuine and impostor are accepted together: FAR jumps 1/4 -> 2/4
+    # in the same step as TAR goes 2/4 -> 3/4; there is no point (TAR 3/4, FAR 1/4).
+    curve = roc(GENUINE, IMPOSTOR)
+    np.testing.assert_allclose(curve.thresholds, [np.inf, 0.9, 0.8, 0.6, 0.5, 0.3, 0.2, 0.1])
+    np.testing.assert_allclose(curve.tar, [0, 0.25, 0.5, 0.5, 0.75, 1, 1, 1])
+    np.testing.assert_allclose(curve.far, [0, 0, 0, 0.25, 0.5, 0.5, 0.75, 1])
+    np.testing.assert_allclose(curve.frr, [1, 0.75, 0.5, 0.5, 0.25, 0, 0, 0])
+
+
+def test_roc_does_not_depend_on_input_order() -> None:
+    a = roc(GENUINE, IMPOSTOR)
+    b = roc(GENUINE[::-1], IMPOSTOR[[2, 0, 3, 1]])
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_eer_interpolates_where_frr_meets_far() -> None:
+    # FRR - FAR along the ROC: 1, .75, .5, .25, -.25, ... ; it crosses 0 between the points
+    # at t=0.6 (FAR .25, FRR .5) and t=0.5 (FAR .5, FRR .25): halfway, alpha = .25/.5 = .5.
+    # EER = .25 + .5 * (.5 - .25) = .375 (and FRR there: .5 - .5 * .25 = .375, the same).
+    assert eer(GENUINE, IMPOSTOR) == pytest.approx(0.375)
+
+
+def test_eer_is_zero_when_classes_separate_and_one_when_they_are_swapped() -> None:
+    # Separated: at t=0.7 FRR = 0 and FAR = 0 exactly.
+    assert eer([0.9, 0.7], [0.2, 0.1]) == pytest.approx(0.0)
+    # Swapped (genuine .2 .1, impostors .9 .7): thresholds inf .9 .7 .2 .1,
+    # FAR 0 .5 1 1 1, FRR 1 1 1 .5 0, FRR - FAR = 1 .5 0 ... -> exactly 0 at t=.7, EER = 1.
+    assert eer([0.2, 0.1], [0.9, 0.7]) == pytest.approx(1.0)
+
+
+def test_tar_at_far_takes_the_best_threshold_within_the_far_budget() -> None:
+    # FAR <= 0    at t in {inf, .9, .8}: best TAR 0.5
+    # FAR <= .25  adds t=.6 (TAR .5): still 0.5 -- splitting the 0.5 tie would wrongly give .75
+    # FAR <= .5   adds t=.5 and t=.3: TAR 1.0
+    assert tar_at_far(GENUINE, IMPOSTOR, 0.0) == pytest.approx(0.5)
+    assert tar_at_far(GENUINE, IMPOSTOR, 0.25) == pytest.approx(0.5)
+    assert tar_at_far(GENUINE, IMPOSTOR, 0.49) == pytest.approx(0.5)
+    assert tar_at_far(GENUINE, IMPOSTOR, 0.5) == pytest.approx(1.0)
+
+
+def test_best_threshold_accuracy_picks_a_midpoint_between_distinct_scores() -> None:
+    # scores 0.8(g) 0.6(i) 0.4(g) 0.1(i); candidates -0.9, .25, .5, .7, 1.8
+    # correct = (genuine with s >= t) + (impostors with s < t):
+    #   -0.9: 2+0=2   .25: 2+1=3   .5: 1+1=2   .7: 1+2=3   1.8: 0+2=2
+    # Best 3/4 at candidates #1 and #3; the middle of [1, 3] by position is #3 -> 0.7.
+    t, acc = best_threshold_accuracy([0.8, 0.6, 0.4, 0.1], [1, 0, 1, 0])
+    assert acc == pytest.approx(0.75)
+    assert t == pytest.approx(0.7)
+
+
+def test_best_threshold_accuracy_unique_best() -> None:
+    # 0.9(g) 0.7(g) 0.3(i) 0.2(g) 0.1(i): candidates -0.9 .15 .25 .5 .8 1.9
+    #   correct:  3+0  3+1  2+1  2+2  1+2  0+2  -> best 4/5 at .5 only.
+    t, acc = best_threshold_accuracy([0.9, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 0])
+    assert (t, acc) == (pytest.approx(0.5), pytest.approx(0.8))
+
+
+def test_best_threshold_accuracy_cannot_separate_tied_scores() -> None:
+    # 0.8(g) 0.5(g) 0.5(i) 0.2(i): a threshold either accepts both 0.5s or rejects both.
+    # candidates -0.8 .35 .65 1.8: correct 2+0, 2+1, 1+2, 0+2 -> best 3/4, never 4/4;
+    # best at #1 and #2, middle by position = #2 -> 0.65.
+    t, acc = best_threshold_accuracy([0.8, 0.5, 0.5, 0.2], [1, 1, 0, 0])
+    assert acc == pytest.approx(0.75)
+    assert t == pytest.approx(0.65)
+
+
+def test_kfold_chooses_each_threshold_on_the_other_folds() -> None:
+    # fold 1: .9(g) .4(i)   fold 2: .7(g) .6(i)   fold 3: .5(g) .2(i)
+    # held 1: train .7g .6i .5g .2i -> cands -.8 .35 .55 .65 1.7, correct 2 3 2 3 2
+    #         -> best {.35, .65}, middle by position .65; test .9>=.65 ok, .4<.65 ok -> 1.0
+    # held 2: train .9g .4i .5g .2i -> cands -.8 .3 .45 .7 1.9, correct 2 3 4 3 2 -> .45;
+    #         test .7 accepted ok, .6 accepted (impostor) wrong -> 0.5
+    # held 3: train .9g .4i .7g .6i -> cands -.6 .5 .65 .8 1.9, correct 2 3 4 3 2 -> .65;
+    #         test .5 rejected (genuine) wrong, .2 rejected ok -> 0.5
+    # mean 2/3; deviations 1/3, -1/6, -1/6 -> variance (4 + 1 + 1)/36/3 = 1/18.
+    scores = [0.9, 0.4, 0.7, 0.6, 0.5, 0.2]
+    labels = [1, 0, 1, 0, 1, 0]
+    folds = [1, 1, 2, 2, 3, 3]
+    res = kfold_verification_accuracy(scores, labels, folds)
+    np.testing.assert_array_equal(res.folds, [1, 2, 3])
+    np.testing.assert_allclose(res.accuracies, [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(res.thresholds, [0.65, 0.45, 0.65])
+    assert res.mean == pytest.approx(2 / 3)
+    assert res.std == pytest.approx(np.sqrt(1 / 18))
+
+
+def test_kfold_matches_the_lfw_dev_readme_spread() -> None:
+    # README: test folds 98.33 / 98.00 / 98.33 -> "98.22 % +- 0.16" (population std).
+    from fusion.metrics import KFoldResult
+
+    res = KFoldResult(np.array([1, 2, 3]), np.array([0.9833, 0.98, 0.9833]), np.zeros(3))
+    assert res.mean == pytest.approx(0.98220, abs=1e-5)
+    assert res.std == pytest.approx(0.00156, abs=1e-5)
+
+
+def test_kfold_needs_two_folds() -> None:
+    with pytest.raises(ValueError):
+        kfold_verification_accuracy([0.1, 0.9], [0, 1], [1, 1])
+
+
+def test_cmc_counts_ties_against_the_probe() -> None:
+    # probe 0: true 0 scores .9, the best          -> rank 1
+    # probe 1: true 1 scores .4, below .5 and .6   -> rank 3
+    # probe 2: true 1 scores .7, tied with col 0   -> rank 2 (pessimistic)
+    # cmc = [#rank<=1, #rank<=2, #rank<=3] / 3 = [1/3, 2/3, 3/3]
+    m = np.array([[0.9, 0.1, 0.2], [0.5, 0.4, 0.6], [0.7, 0.7, 0.1]])
+    np.testing.assert_allclose(cmc(m, np.array([0, 1, 1]), 3), [1 / 3, 2 / 3, 1.0])
+    np.testing.assert_allclose(cmc(m, np.array([0, 1, 1]), 1), [1 / 3])
+
+
+def test_cmc_rejects_open_set_probes() -> None:
+    with pytest.raises(ValueError):
+        cmc(np.eye(2), np.array([0, -1]), 2)
+
+
+def test_metrics_reject_empty_and_nan_scores() -> None:
+    with pytest.raises(ValueError):
+        roc([], [0.1])
+    with pytest.raises(ValueError):
+        eer([np.nan, 0.2], [0.1])

@@ -1,0 +1,266 @@
+"""Voice modality: speech turns from VAD, and GE2E speaker embeddings of real speech."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalities.base import Embeddings, Extractor
+from modalities.voice import (
+    AudioSegment,
+    ResemblyzerExtractor,
+    SpeechTurn,
+    detect_speech,
+    noise_power,
+    segment_quality,
+    snr_db,
+    turn_segments,
+    voice_template,
+)
+
+SR = 16000
+METHODS = ["webrtc", "energy"]
+
+
+def tone_burst(seconds: float, rng: np.random.Generator, f0: float = 150.0) -> np.ndarray:
+    """A voiced-like harmonic tone (f0 plus overtones), peak 0.2."""
+    t = np.arange(int(seconds * SR)) / SR
+    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 15))
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
+def recording(parts: list[tuple[str, float]], noise: float = 0.003, seed: int = 0) -> np.ndarray:
+    """Concatenate ('silence'|'tone', seconds) parts and add white noise everywhere."""
+    rng = np.random.default_rng(seed)
+    pieces = [
+        tone_burst(s, rng) if kind == "tone" else np.zeros(int(s * SR), np.float32)
+        for kind, s in parts
+    ]
+    x = np.concatenate(pieces)
+    return (x + noise * rng.standard_normal(len(x))).astype(np.float32)
+
+
+# -- VAD on synthetic signals -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vad_finds_one_tone_burst_where_it_is(method: str) -> None:
+    x = recording([("silence", 1.5), ("tone", 2.0), ("silence", 1.7)])
+    turns = detect_speech(x, method=method)
+    assert len(turns) == 1
+    assert turns[0].start == pytest.approx(1.5, abs=0.1)
+    assert turns[0].end == pytest.approx(3.5, abs=0.1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vad_drops_bursts_shorter_than_min_turn(method: str) -> None:
+    x = recording([("silence", 1.0), ("tone", 0.6), ("silence", 1.0)])
+    assert detect_speech(x, method=method, min_turn_s=1.0) == []
+    assert len(detect_speech(x, method=method, min_turn_s=0.3)) == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vad_splits_long_turns_into_near_equal_pieces(method: str) -> None:
+    x = recording([("silence", 1.0), ("tone", 25.0), ("silence", 1.0)])
+    turns = detect_speech(x, method=method, max_turn_s=10.0)
+    assert len(turns) == 3
+    durations = [t.duration for t in turns]
+    assert max(durations) <= 10.0
+    assert max(durations) - min(durations) < 1e-6
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(turns, turns[1:], strict=False))
+    assert turns[0].start == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vad_bridges_short_pauses_but_not_long_ones(method: str) -> None:
+    short_pause = recording([("silence", 1), ("tone", 1.5), ("silence", 0.15), ("tone", 1.5)])
+    long_pause = recording([("silence", 1), ("tone", 1.5), ("silence", 0.8), ("tone", 1.5)])
+    assert len(detect_speech(short_pause, method=method)) == 1
+    assert len(detect_speech(long_pause, method=method)) == 2
+
+
+def test_vad_finds_nothing_in_noise_or_silence() -> None:
+    noise = recording([("silence", 3.0)])
+    for method in METHODS:
+        assert detect_speech(noise, method=method) == []
+        assert detect_speech(np.zeros(3 * SR, np.float32), method=method) == []
+        assert detect_speech(np.zeros(0, np.float32), method=method) == []
+
+
+def test_webrtc_refuses_a_sample_rate_it_cannot_handle() -> None:
+    x = recording([("silence", 1.0), ("tone", 2.0), ("silence", 1.0)])
+    with pytest.raises(ValueError, match="sample rate"):
+        detect_speech(x, sample_rate=22050, method="webrtc")
+    assert len(detect_speech(x, sample_rate=22050, method="energy")) == 1
+    with pytest.raises(ValueError, match="method"):
+        detect_speech(x, method="oracle")
+
+
+def test_snr_estimate_follows_the_noise_level() -> None:
+    for noise in (0.003, 0.02):
+        x = recording([("silence", 1.5), ("tone", 3.0), ("silence", 1.5)], noise=noise)
+        turns = detect_speech(x, method="energy")
+        floor = noise_power(x, turns)
+        assert floor == pytest.approx(noise**2, rel=0.2)
+        tone_power = float(np.mean(tone_burst(3.0, np.random.default_rng(0)) ** 2))
+        expected = 10 * np.log10(tone_power / noise**2)
+        assert snr_db(x, turns[0], floor) == pytest.approx(expected, abs=1.5)
+    assert snr_db(x, turns[0], None) is None
+
+
+def test_segments_carry_turn_keys_and_snr() -> None:
+    x = recording([("silence", 1.0), ("tone", 2.0), ("silence", 1.0), ("tone", 2.0)])
+    turns = detect_speech(x, method="energy")
+    segments = turn_segments(x, turns, "clip")
+    assert [s.key for s in segments] == [f"clip@{t.start:.2f}-{t.end:.2f}" for t in turns]
+    assert all(s.snr_db is not None and s.snr_db > 20 for s in segments)
+    assert all(abs(s.duration_s - t.duration) < 1e-3 for s, t in zip(segments, turns, strict=True))
+
+
+def test_quality_rises_with_duration_and_snr() -> None:
+    assert segment_quality(1.0, None) < segment_quality(2.0, None) < segment_quality(4.0, None)
+    assert segment_quality(8.0, None) == 1.0
+    assert segment_quality(4.0, 0.0) < segment_quality(4.0, 10.0) < segment_quality(4.0, 25.0)
+    assert segment_quality(4.0, 10.0) == pytest.approx(0.5)
+
+
+# -- real speech --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def librispeech(shared_data: Path) -> dict[str, list[Path]]:
+    """speaker -> utterance paths, in file order, from the LibriSpeech part of voice-dev."""
+    root = shared_data / "voice-dev" / "librispeech"
+    index = root / "utterances.tsv"
+    if not index.exists():
+        pytest.skip(f"voice-dev LibriSpeech set not found at {root}")
+    speakers: dict[str, list[Path]] = {}
+    with open(index, newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            speakers.setdefault(row["speaker"], []).append(root / row["path"])
+    return speakers
+
+
+def read_flac(path: Path) -> np.ndarray:
+    import soundfile
+
+    samples, rate = soundfile.read(path, dtype="float32")
+    assert rate == SR
+    return samples
+
+
+@pytest.fixture(scope="module")
+def extractor(tmp_path_factory: pytest.TempPathFactory) -> ResemblyzerExtractor:
+    from biofuse.registry import Registry
+
+    pytest.importorskip("resemblyzer")
+    model = Registry(tmp_path_factory.mktemp("models")).resolve("resemblyzer-ge2e")
+    ex = ResemblyzerExtractor(model)
+    ex.prepare("cpu")
+    return ex
+
+
+def test_librispeech_utterance_is_mostly_speech(librispeech: dict[str, list[Path]]) -> None:
+    samples = read_flac(librispeech["LS-1688"][0])
+    total = len(samples) / SR
+    for method in METHODS:
+        turns = detect_speech(samples, method=method)
+        speech = sum(t.duration for t in turns)
+        assert 0.75 * total <= speech <= total, (method, turns)
+
+
+def test_same_speaker_scores_higher_than_other_speakers(
+    librispeech: dict[str, list[Path]], extractor: ResemblyzerExtractor
+) -> None:
+    speakers = ["LS-1688", "LS-2033", "VCTK-p225", "VCC2016-SM1"]
+    segments = [
+        AudioSegment(f"{spk}/{i}", read_flac(librispeech[spk][i]))
+        for spk in speakers
+        for i in (0, 1)
+    ]
+    emb = extractor.embed(segments)
+    assert emb.vectors.shape == (8, 256)
+    assert np.allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, atol=1e-5)
+    cosine = emb.vectors @ emb.vectors.T
+    for k in range(len(speakers)):
+        same = cosine[2 * k, 2 * k + 1]
+        others = np.delete(cosine[2 * k], [2 * k, 2 * k + 1])
+        assert same > others.max(), (speakers[k], same, others)
+
+
+def test_segments_below_min_duration_or_silent_give_no_row(
+    librispeech: dict[str, list[Path]], extractor: ResemblyzerExtractor
+) -> None:
+    samples = read_flac(librispeech["LS-1998"][0])
+    items = [
+        AudioSegment("short", samples[: int(0.8 * SR)]),
+        AudioSegment("long", samples[: 3 * SR], snr_db=30.0),
+        AudioSegment("silent", np.zeros(3 * SR, np.float32)),
+        AudioSegment("noisy", samples[: 3 * SR], snr_db=0.0),
+    ]
+    emb = extractor.embed(items)
+    assert emb.keys == ["long", "noisy"]
+    assert emb.extra["duration_s"] == pytest.approx([3.0, 3.0])
+    assert emb.quality[0] > 0.7 > 0.1 > emb.quality[1] > 0.0
+    assert emb.vectors[0] @ emb.vectors[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_empty_batch_gives_empty_embeddings(extractor: ResemblyzerExtractor) -> None:
+    emb = extractor.embed([])
+    assert isinstance(emb, Embeddings)
+    assert len(emb) == 0 and emb.dim == 256
+    assert emb.model_id == extractor.model_id
+    tiny = extractor.embed([AudioSegment("tiny", np.zeros(100, np.float32))])
+    assert tiny.vectors.shape == (0, 256)
+
+
+def test_extractor_follows_the_protocol(extractor: ResemblyzerExtractor) -> None:
+    assert isinstance(extractor, Extractor)
+    assert extractor.model_id.startswith("resemblyzer-ge2e-")
+    assert len(extractor.model_id) == len("resemblyzer-ge2e-") + 12
+
+
+def test_voice_template_weights_rows_by_quality() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    emb = Embeddings(vectors, np.array([1.0, 0.5, 0.0], np.float32), ["a", "b", "c"], "m")
+    template = voice_template(emb)
+    assert np.linalg.norm(template) == pytest.approx(1.0)
+    assert template == pytest.approx(np.array([2, 1, 0]) / np.sqrt(5), abs=1e-6)
+    with pytest.raises(ValueError):
+        voice_template(Embeddings.empty(3, "m"))
+
+
+def test_template_of_a_speaker_matches_held_out_utterance(
+    librispeech: dict[str, list[Path]], extractor: ResemblyzerExtractor
+) -> None:
+    enrolled = extractor.embed(
+        [AudioSegment(str(p), read_flac(p)) for p in librispeech["LS-3005"][:3]]
+    )
+    probes = extractor.embed(
+        [
+            AudioSegment("same", read_flac(librispeech["LS-3005"][4])),
+            AudioSegment("other", read_flac(librispeech["LS-3080"][4])),
+        ]
+    )
+    scores = probes.vectors @ voice_template(enrolled)
+    assert scores[0] > scores[1] + 0.1
+
+
+def test_video_soundtrack_has_a_few_seconds_of_speech(shared_data: Path) -> None:
+    media = pytest.importorskip("biofuse.media")
+    if not hasattr(media, "read_audio"):
+        pytest.skip("biofuse.media.read_audio not written yet")
+    clip = shared_data / "video" / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"
+    if not clip.exists():
+        pytest.skip(f"{clip} not found")
+    samples = media.read_audio(clip, sample_rate=SR)
+    for method in METHODS:
+        speech = sum(t.duration for t in detect_speech(samples, method=method))
+        assert 5.5 <= speech <= 8.0, (method, speech)
+
+
+def test_speech_turn_duration() -> None:
+    assert SpeechTurn(1.25, 3.75).duration == pytest.approx(2.5)
