@@ -61,6 +61,10 @@ class Pair:
     a: str
     b: str
     same: int
+    name1: str = ""
+    idx1: int = 0
+    name2: str = ""
+    idx2: int = 0
 
 
 def read_pairs(lfw: Path) -> list[Pair]:
@@ -70,9 +74,28 @@ def read_pairs(lfw: Path) -> list[Pair]:
     with open(lfw / "pairs.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     return [
-        Pair(int(r["fold"]), rel(r["name1"], r["idx1"]), rel(r["name2"], r["idx2"]), int(r["same"]))
+        Pair(
+            int(r["fold"]),
+            rel(r["name1"], r["idx1"]),
+            rel(r["name2"], r["idx2"]),
+            int(r["same"]),
+            r["name1"],
+            int(r["idx1"]),
+            r["name2"],
+            int(r["idx2"]),
+        )
         for r in rows
     ]
+
+
+def write_pair_scores(path: Path, pairs: list[Pair], cosine: np.ndarray, dist: np.ndarray) -> None:
+    """Per-pair scores, so calibration and fusion can be fitted without re-embedding."""
+    lines = ["fold\tname1\tidx1\tname2\tidx2\tsame\tcosine\teuclidean_raw"]
+    lines += [
+        f"{p.fold}\t{p.name1}\t{p.idx1}\t{p.name2}\t{p.idx2}\t{p.same}\t{c:.6f}\t{d:.6f}"
+        for p, c, d in zip(pairs, cosine, dist, strict=True)
+    ]
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def decode_rgb(path: Path) -> np.ndarray:
@@ -255,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / "lfw_dlib.json", json.dumps(result, indent=2) + "\n")
     write_atomic(args.out / "lfw_dlib.md", markdown(result))
+    write_pair_scores(args.out / "lfw_dlib_scores.tsv", pairs, cosine, dist)
     plot_roc(args.out / "lfw_dlib_roc.png", cosine, -dist, labels)
     console.print(markdown(result))
     return 0

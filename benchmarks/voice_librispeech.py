@@ -182,6 +182,31 @@ def verification(utts: list[Utterance], vectors: dict[int, np.ndarray]) -> dict:
     return result
 
 
+def write_pair_scores(
+    path: Path, utts: list[Utterance], variants: dict[str, dict[int, np.ndarray]]
+) -> None:
+    """Every cross-utterance pair with each variant's cosine (blank where it has no embedding).
+
+    Kept so that calibration can be fitted and cross-validated without re-embedding.
+    """
+
+    def name(u: Utterance) -> str:
+        return str(u.path.relative_to(u.path.parents[1]))
+
+    head = ["utt1", "utt2", "speaker1", "speaker2", "same"] + [
+        "cosine" if v == "whole" else f"cosine_{v}" for v in variants
+    ]
+    lines = ["\t".join(head)]
+    for a, b in combinations(range(len(utts)), 2):
+        cells = [name(utts[a]), name(utts[b]), utts[a].speaker, utts[b].speaker]
+        cells.append(str(int(utts[a].speaker == utts[b].speaker)))
+        for vectors in variants.values():
+            ok = a in vectors and b in vectors
+            cells.append(f"{float(vectors[a] @ vectors[b]):.6f}" if ok else "")
+        lines.append("\t".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+
+
 def timed(fn: Callable[[], T], repeats: int) -> tuple[T, list[float]]:
     """The last result and the wall time of each of `repeats` runs."""
     times = []
@@ -311,6 +336,11 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "voice_librispeech.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "voice_librispeech.md").write_text(markdown(report))
+    write_pair_scores(
+        RESULTS / "voice_librispeech_scores.tsv",
+        utts,
+        {"whole": whole, "vad_turns": turns, "reference": ref},
+    )
     print(markdown(report))
 
 

@@ -26,7 +26,7 @@ class Settings(BaseModel):
 
     ray_address: str | None = None  # None: a local Ray; "ray://host:10001" or "auto" joins a cluster
     num_gpus: float = Field(0.0, ge=0)  # per model actor
-    num_cpus_per_actor: float = Field(1.0, gt=0)
+    num_cpus_per_actor: float = Field(0.5, gt=0)  # dlib and the encoders use ~1 thread
     batch_size: int = Field(32, ge=1)  # items per model call, gathered across videos
     batch_wait_ms: float = Field(20.0, ge=0)  # how long an actor waits to fill a batch
     max_parallel_videos: int = Field(2, ge=1)

@@ -179,18 +179,22 @@ class Registry:
         paths = self.locate(name)
         index = self._read_index()
         digests = [self._cached_sha(p, index) for p in paths.values()]
-        recorded = index["models"].get(name, {}).get("sha256")
         sha = combined_sha256(digests)
-        if recorded is not None and recorded != sha:
-            raise ModelMissingError(
-                f"model {name!r}: files changed since they were added (sha256 {sha[:12]} != "
-                f"recorded {recorded[:12]}); re-add them with `biofuse models add {name} PATH`"
-            )
+        self._check_recorded(name, sha, index)
         try:
             self._write_index(index)
         except OSError:
             pass  # a read-only models folder only loses the hash cache
         return ResolvedModel(self.spec(name), paths, sha)
+
+    @staticmethod
+    def _check_recorded(name: str, sha: str, index: dict) -> None:
+        recorded = index["models"].get(name, {}).get("sha256")
+        if recorded is not None and recorded != sha:
+            raise ModelMissingError(
+                f"model {name!r}: files changed since they were added (sha256 {sha[:12]} != "
+                f"recorded {recorded[:12]}); re-add them with `biofuse models add {name} PATH`"
+            )
 
     def add(self, name: str, source: Path) -> ResolvedModel:
         """Copy a user's weight file (or folder) into the models folder and record its sha256."""
@@ -219,9 +223,7 @@ class Registry:
         """Re-hash the files now (ignoring the cache) and compare with the record."""
         paths = self.locate(name)
         sha = combined_sha256([tree_sha256(p) for p in paths.values()])
-        recorded = self._read_index()["models"].get(name, {}).get("sha256")
-        if recorded is not None and recorded != sha:
-            raise ModelMissingError(f"model {name!r}: sha256 {sha[:12]} != recorded {recorded[:12]}")
+        self._check_recorded(name, sha, self._read_index())
         return ResolvedModel(self.spec(name), paths, sha)
 
     def status(self) -> list[tuple[ModelSpec, str]]:

@@ -8,6 +8,7 @@ time; the actor gathers whatever arrives within `batch_wait_ms`, up to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from typing import Any
 import ray
 
 from biofuse.config import Settings
+from biofuse.errors import BiofuseError
 from flows.models import MODEL_KINDS, build_model
 from modalities.base import Embeddings
+
+ACTOR_START_TIMEOUT_S = 300
 
 
 @dataclass
@@ -113,11 +117,19 @@ class BatchingModelActor:
                 future.set_result(part)
 
 
+def actor_name(kind: str, settings: Settings) -> str:
+    """Callers with the same model settings share one actor; other settings get their own."""
+    model = settings.face_model if kind == "face" else settings.voice_model
+    relevant = (kind, model, settings.face_upsample, settings.min_turn_s, settings.batch_size,
+                settings.batch_wait_ms, settings.num_gpus)
+    return f"biofuse-{kind}-{model}-{hashlib.sha1(repr(relevant).encode()).hexdigest()[:8]}"
+
+
 def start_actor(kind: str, settings: Settings) -> tuple[Any, ModelHandle]:
     """Start (or join) the named actor for `kind` and return a handle to call it."""
     device = "cuda" if settings.num_gpus > 0 else "cpu"
     actor = BatchingModelActor.options(
-        name=f"biofuse-{kind}",
+        name=actor_name(kind, settings),
         get_if_exists=True,
         num_cpus=settings.num_cpus_per_actor,
         num_gpus=settings.num_gpus,
@@ -125,7 +137,14 @@ def start_actor(kind: str, settings: Settings) -> tuple[Any, ModelHandle]:
         max_task_retries=2,
         max_concurrency=64,
     ).remote(kind, settings.model_dump_json(), device)
-    model_id = ray.get(actor.info.remote())["model_id"]
+    try:
+        model_id = ray.get(actor.info.remote(), timeout=ACTOR_START_TIMEOUT_S)["model_id"]
+    except ray.exceptions.GetTimeoutError as exc:
+        raise BiofuseError(
+            f"the {kind} model actor did not start within {ACTOR_START_TIMEOUT_S} s: the Ray "
+            f"cluster may lack {settings.num_cpus_per_actor} free CPU / {settings.num_gpus} GPU "
+            "(see `ray status`; lower num_cpus_per_actor or add workers)"
+        ) from exc
 
     def call(items: Sequence[Any]) -> Any:
         return ray.get(actor.run.remote(list(items)))

@@ -172,3 +172,24 @@ def cmc(score_matrix: np.ndarray, true_index: np.ndarray, max_rank: int) -> np.n
     true_scores = m[np.arange(m.shape[0]), t]
     ranks = (m >= true_scores[:, None]).sum(axis=1)
     return np.array([(ranks <= k).mean() for k in range(1, max_rank + 1)])
+
+
+def cllr(target_llrs: np.ndarray, nontarget_llrs: np.ndarray) -> float:
+    """Log-likelihood-ratio cost in bits (Brümmer): 0 is perfect, 1 is an LLR that says nothing.
+
+    Cllr = (mean log2(1 + e^-llr) over targets + mean log2(1 + e^llr) over non-targets) / 2,
+    with natural-log LLRs. It penalises miscalibration as well as poor discrimination, so it
+    is the figure for judging a score -> LLR map. Infinite LLRs are allowed (a confident
+    correct one costs 0, a confident wrong one costs inf); NaN is not.
+    """
+    tar = np.asarray(target_llrs, dtype=np.float64).reshape(-1)
+    non = np.asarray(nontarget_llrs, dtype=np.float64).reshape(-1)
+    for x, what in ((tar, "target"), (non, "non-target")):
+        if x.size == 0:
+            raise ValueError(f"no {what} LLRs")
+        if np.isnan(x).any():
+            raise ValueError(f"{what} LLRs contain NaN")
+    # log(1 + e^x) as logaddexp(0, x): exact for large |x| where exp would overflow
+    cost_tar = np.mean(np.logaddexp(0.0, -tar)) / np.log(2.0)
+    cost_non = np.mean(np.logaddexp(0.0, non)) / np.log(2.0)
+    return float(0.5 * (cost_tar + cost_non))

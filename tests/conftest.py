@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Prefect keeps its local API database under PREFECT_HOME: one throw-away home per test session,
+# set before anything imports prefect.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="biofuse-prefect-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def shared_data_dir() -> Path:
@@ -20,3 +27,45 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared evaluation data not found at {root}")
     return root
+
+
+def write_audio_only_mp4(path: Path, seconds: float = 2.0) -> None:
+    """An .mp4 with an AAC track and no picture (a microphone-only recorder)."""
+    import av
+    import numpy as np
+
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        for start in range(0, len(tone), 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def write_bad_corpus(folder: Path, good_video: Path) -> dict[str, str]:
+    """The inputs an archive really contains besides good video; returns name -> expected status."""
+    import numpy as np
+
+    from biofuse.sample_archive import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero_bytes.mp4").write_bytes(b"")
+    whole = good_video.read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes_renamed.mp4").write_text("this is a text file, not a video\n" * 50)
+    write_audio_only_mp4(folder / "audio_only.mp4")
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (360, 640, 3), dtype=np.uint8) for _ in range(20)]
+    write_video(folder / "video_only.mp4", frames, None)
+    return {
+        "zero_bytes.mp4": "failed",
+        "truncated.mp4": "failed",
+        "notes_renamed.mp4": "failed",
+        "audio_only.mp4": "failed",
+        "video_only.mp4": "done",  # valid silent CCTV: processed, with a note that voice was skipped
+    }

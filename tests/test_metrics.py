@@ -144,3 +144,31 @@ def test_metrics_reject_empty_and_nan_scores() -> None:
         roc([], [0.1])
     with pytest.raises(ValueError):
         eer([np.nan, 0.2], [0.1])
+
+
+def test_cllr_worked_by_hand() -> None:
+    from fusion.metrics import cllr
+
+    # LLR 0 says nothing: log2(1 + e^0) = log2 2 = 1 for every trial -> Cllr = (1 + 1) / 2 = 1.
+    assert cllr([0.0, 0.0, 0.0], [0.0]) == 1.0
+    # LLR ln 3 (odds 3:1) on a target costs log2(1 + 1/3) = log2(4/3); the same LLR on a
+    # non-target costs log2(1 + 3) = 2. One of each: (log2(4/3) + 2) / 2 = 1.20752...
+    assert cllr([np.log(3.0)], [np.log(3.0)]) == pytest.approx((np.log2(4 / 3) + 2) / 2)
+    assert cllr([np.log(3.0)], [np.log(3.0)]) == pytest.approx(1.2075187, abs=1e-7)
+    # Sign flipped for the non-target (-ln 3): both cost log2(4/3) = 0.41504 -> Cllr 0.41504.
+    assert cllr([np.log(3.0)], [-np.log(3.0)]) == pytest.approx(np.log2(4 / 3))
+    # Each class is averaged on its own, whatever its size: targets {ln 3, -ln 3} cost
+    # (log2(4/3) + 2) / 2 = 1.20752; one non-target at -inf costs 0 -> Cllr = 0.60376.
+    assert cllr([np.log(3.0), -np.log(3.0)], [-np.inf]) == pytest.approx((np.log2(4 / 3) + 2) / 4)
+    # Confident and right costs nothing; huge LLRs do not overflow.
+    assert cllr([1e4], [-1e4]) == pytest.approx(0.0, abs=1e-12)
+    assert cllr([-1e4], [0.0]) == pytest.approx((1e4 / np.log(2) + 1) / 2)
+
+
+def test_cllr_rejects_empty_and_nan() -> None:
+    from fusion.metrics import cllr
+
+    with pytest.raises(ValueError):
+        cllr([], [0.0])
+    with pytest.raises(ValueError):
+        cllr([0.0], [np.nan])

@@ -1,0 +1,50 @@
+"""The `biofuse` command as an operator meets it: clear messages, right exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from biofuse.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # the --home option sets BIOFUSE_HOME; monkeypatch puts the old value back afterwards
+    monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_models_list_shows_what_is_installed(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "models", "list"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "dlib-resnet" in result.output and "installed" in result.output
+    assert "adaface-ir101" in result.output and "missing" in result.output
+
+
+def test_models_add_with_a_missing_file_fails_clearly(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "models", "add", "adaface-ir101", "/nope.ckpt"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_models_verify_packaged_defaults(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "models", "verify"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok") >= 2
+
+
+def test_status_of_a_new_home_is_empty_not_an_error(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "status"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "identities 0" in result.output
+
+
+def test_enroll_refuses_missing_files_before_doing_anything(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "enroll", "Someone", "/no/such.jpg"])
+    assert result.exit_code == 2
+    assert "no such file" in result.output

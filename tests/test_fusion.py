@@ -1,0 +1,80 @@
+"""Templates, scores, calibration and fused decisions on hand-made numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion.calibration import LinearCalibration, load_default, model_name
+from fusion.fuse import identify, sum_llr
+from fusion.scores import ModalityScores, cosine_scores
+from fusion.templates import build_templates
+
+NAN = np.nan
+
+
+def test_sum_llr_masks_missing_modalities() -> None:
+    face = np.array([[2.0, NAN], [1.0, NAN]])
+    voice = np.array([[NAN, NAN], [3.0, -1.0]])
+    fused = sum_llr([face, voice])
+    np.testing.assert_array_equal(fused[0], [2.0, NAN])  # face alone = face
+    np.testing.assert_array_equal(fused[1], [4.0, -1.0])  # voice alone = voice
+
+
+def test_fusing_one_modality_returns_that_modality() -> None:
+    llr = np.array([[0.5, -2.0, 3.0]])
+    np.testing.assert_array_equal(sum_llr([llr]), llr)
+
+
+def test_templates_are_quality_weighted_unit_means() -> None:
+    vectors = np.array([[1, 0], [0, 1], [0, 1]], np.float32)
+    names, templates = build_templates(vectors, np.array([1.0, 3.0, 1.0]), ["a", "a", "b"])
+    assert names == ["a", "b"]
+    # a: (1*[1,0] + 3*[0,1]) / |.| = [1,3]/sqrt(10)
+    np.testing.assert_allclose(templates[0], np.array([1, 3]) / np.sqrt(10), atol=1e-6)
+    np.testing.assert_allclose(templates[1], [0, 1])
+
+
+def test_cosine_scores() -> None:
+    probes = np.array([[3.0, 4.0]])
+    templates = np.array([[1.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(cosine_scores(probes, templates), [[0.6, 0.8]], atol=1e-6)
+
+
+def table(modality: str, scores: list[list[float]]) -> ModalityScores:
+    s = np.array(scores, np.float32)
+    return ModalityScores(modality, f"{modality}-m", [f"p{i}" for i in range(len(s))],
+                          ["alice", "bob"], s, np.ones(len(s), np.float32))
+
+
+def test_identify_ranks_by_fused_llr_and_says_unknown_below_threshold() -> None:
+    calibration = {"face": LinearCalibration(10, -5), "voice": LinearCalibration(4, -2)}
+    face = table("face", [[0.9, 0.2], [0.3, 0.4], [NAN, NAN]])
+    voice = table("voice", [[0.6, 0.7], [NAN, NAN], [0.1, 0.9]])
+    decisions = identify([face, voice], calibration, top_k=2)
+    # p0: alice = (9-5) + (2.4-2) = 4.4 ; bob = (2-5) + (2.8-2) = -2.2
+    assert decisions[0].decision == "alice"
+    assert decisions[0].candidates[0].fused_llr == pytest.approx(4.4, abs=1e-5)
+    assert decisions[0].candidates[1].identity == "bob"
+    # p1: face only: alice -2, bob -1: the best is still below 0 -> unknown
+    assert decisions[1].decision == "unknown" and decisions[1].candidates[0].identity == "bob"
+    assert decisions[1].modalities == ["face"]
+    assert set(decisions[1].candidates[0].per_modality) == {"face"}
+    # p2: voice only: bob = 3.6 - 2 = 1.6
+    assert decisions[2].decision == "bob" and decisions[2].modalities == ["voice"]
+
+
+def test_logistic_calibration_recovers_a_known_llr() -> None:
+    rng = np.random.default_rng(0)
+    # scores ~ N(+1, 1) for targets and N(-1, 1) for non-targets: true LLR = 2 * score
+    tar, non = rng.normal(1, 1, 20000), rng.normal(-1, 1, 20000)
+    cal = LinearCalibration().fit(np.r_[tar, non], np.r_[np.ones(20000), np.zeros(20000)])
+    assert cal.slope == pytest.approx(2.0, abs=0.08)
+    assert cal.offset == pytest.approx(0.0, abs=0.05)
+
+
+def test_model_names_and_defaults() -> None:
+    assert model_name("dlib-resnet-db0eeebc77c4") == "dlib-resnet"
+    assert model_name("custom") == "custom"
+    unknown = load_default("never-heard-of-000000000000")
+    assert unknown.fitted_on.startswith("none")
