@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ from biofuse.errors import BiofuseError
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Model weights: list, verify, add.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console()
+# Piped output (logs, CI) gets a wide console so that tables stay readable.
+console = Console() if sys.stdout.isatty() else Console(width=150)
 
 
 def _quiet_services() -> None:
@@ -130,7 +132,9 @@ def enroll(
 
 
 # -- identify ----------------------------------------------------------------------------
-def print_decisions(decisions: list[dict[str, Any]], truth: dict[str, str | None] | None = None) -> None:
+def print_decisions(
+    decisions: list[dict[str, Any]], truth: dict[str, str | None] | None = None
+) -> None:
     table = Table(title="identities per probe (fused LLR = sum of calibrated modality LLRs)")
     for column in ("video", "probe", "decision", "rank: identity  fused LLR  [face | voice]"):
         table.add_column(column, overflow="fold")
@@ -150,10 +154,17 @@ def print_decisions(decisions: list[dict[str, Any]], truth: dict[str, str | None
             parts = [
                 f"{m} {per[m]['score']:+.2f}" if m in per else f"{m} -" for m in ("face", "voice")
             ]
-            lines.append(f"{c['rank']}: {c['identity']}  {c['fused_llr']:+.1f}  [{' | '.join(parts)}]")
+            lines.append(
+                f"{c['rank']}: {c['identity']}  {c['fused_llr']:+.1f}  [{' | '.join(parts)}]"
+            )
         style = "green" if d["decision"] != "unknown" else "yellow"
-        row = [names.get(d["video_id"], "?"), d["probe"], f"[{style}]{d['decision']}[/]",
-               "\n".join(lines) or "no evidence"]
+        probe = d["probe"].split(":", 1)[-1]  # the video column already names the video
+        row = [
+            names.get(d["video_id"], "?"),
+            probe,
+            f"[{style}]{d['decision']}[/]",
+            "\n".join(lines) or "no evidence",
+        ]
         if truth is not None:
             row.append(str(truth.get(names.get(d["video_id"], ""), "?")))
         table.add_row(*row)
@@ -162,7 +173,9 @@ def print_decisions(decisions: list[dict[str, Any]], truth: dict[str, str | None
 
 @app.command()
 def identify(
-    targets: list[str] = typer.Argument(None, help="Videos or track keys; all processed videos if none."),
+    targets: list[str] = typer.Argument(
+        None, help="Videos or track keys; all processed videos if none."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Rank the gallery's identities for each person seen in the targets."""
@@ -195,12 +208,19 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         n_tracks = s.scalar(select(func.count()).select_from(Track)) or 0
         n_ids = s.scalar(select(func.count()).select_from(Identity)) or 0
         n_enr = s.scalar(select(func.count()).select_from(Enrollment)) or 0
-        failed = list(s.scalars(
-            select(Video).where(Video.status == "failed").order_by(Video.updated_at.desc()).limit(limit)
-        ))
-        noted = list(s.scalars(
-            select(Video).where(Video.notes.is_not(None)).order_by(Video.id.desc()).limit(limit)
-        ))
+        failed = list(
+            s.scalars(
+                select(Video)
+                .where(Video.status == "failed")
+                .order_by(Video.updated_at.desc())
+                .limit(limit)
+            )
+        )
+        noted = list(
+            s.scalars(
+                select(Video).where(Video.notes.is_not(None)).order_by(Video.id.desc()).limit(limit)
+            )
+        )
         runs = list(s.scalars(select(Run).order_by(Run.id.desc()).limit(5)))
     console.print(f"home: {settings.home}")
     console.print(
@@ -228,8 +248,13 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         for column in ("id", "kind", "status", "started", "summary"):
             table.add_column(column, overflow="fold")
         for r in runs:
-            table.add_row(str(r.id), r.kind, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-                          json.dumps(r.summary))
+            table.add_row(
+                str(r.id),
+                r.kind,
+                r.status,
+                f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+                json.dumps(r.summary),
+            )
         console.print(table)
 
 
@@ -245,7 +270,9 @@ def models_list() -> None:
         table.add_column(column, overflow="fold")
     for spec, state in Registry(settings.models_dir).status():
         colour = "green" if state == "installed" else "yellow"
-        table.add_row(spec.name, spec.modality, f"[{colour}]{state}[/]", spec.licence, spec.provenance)
+        table.add_row(
+            spec.name, spec.modality, f"[{colour}]{state}[/]", spec.licence, spec.provenance
+        )
     console.print(table)
 
 
@@ -292,7 +319,9 @@ def sample_archive(target: Path = typer.Argument(Path("demo-output"))) -> None:
     except BiofuseError as exc:
         _fail(exc)
         return
-    console.print(f"{len(manifest['probes'])} videos in {target / 'archive'}; truth in manifest.json")
+    console.print(
+        f"{len(manifest['probes'])} videos in {target / 'archive'}; truth in manifest.json"
+    )
 
 
 @app.command()
@@ -313,7 +342,9 @@ def demo(
     try:
         console.rule("1. sample archive")
         manifest = build_sample_archive(workdir)
-        console.print(f"{len(manifest['probes'])} videos in {workdir / 'archive'} ({manifest['how']})")
+        console.print(
+            f"{len(manifest['probes'])} videos in {workdir / 'archive'} ({manifest['how']})"
+        )
         registry = Registry(settings.models_dir)
         for spec, state in registry.status():
             if spec.modality in ("face", "voice"):
@@ -326,7 +357,9 @@ def demo(
         for name, files in manifest["enroll"].items():
             report = enroll_flow(name, files)
             errors = "; ".join(f"{Path(k).name}: {v}" for k, v in report["errors"].items())
-            console.print(f"{name}: {len(report['files'])} files" + (f" (skipped {errors})" if errors else ""))
+            console.print(
+                f"{name}: {len(report['files'])} files" + (f" (skipped {errors})" if errors else "")
+            )
         console.rule("4. identify every person seen")
         decisions = identify_flow([])
     except BiofuseError as exc:
@@ -349,6 +382,9 @@ def demo(
         f"archive: {video_s:.1f} s of video processed in {process_s:.1f} s wall "
         f"({video_s / max(process_s, 1e-9):.2f} video-s per wall-s, including model start-up)"
     )
-    console.print("modalities that ran: " + ", ".join(settings.modalities) +
-                  " (gait and body: not implemented yet)")
+    console.print(
+        "modalities that ran: "
+        + ", ".join(settings.modalities)
+        + " (gait and body: not implemented yet)"
+    )
     console.print("`biofuse --home " + str(settings.home) + " status` shows what failed and why")

@@ -24,7 +24,9 @@ class Settings(BaseModel):
     store_url: str = ""  # default: {home}/store ; any fsspec URL at scale
     models_dir: Path | None = None  # default: {home}/models
 
-    ray_address: str | None = None  # None: a local Ray; "ray://host:10001" or "auto" joins a cluster
+    ray_address: str | None = (
+        None  # None: a local Ray; "ray://host:10001" or "auto" joins a cluster
+    )
     num_gpus: float = Field(0.0, ge=0)  # per model actor
     num_cpus_per_actor: float = Field(0.5, gt=0)  # dlib and the encoders use ~1 thread
     batch_size: int = Field(32, ge=1)  # items per model call, gathered across videos

@@ -8,6 +8,7 @@ and records its sha256 in `registry.json` there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -53,7 +54,7 @@ SPECS: dict[str, ModelSpec] = {
             },
             licence="CC0-1.0 (dlib-models by Davis E. King); package MIT",
             provenance="PyPI face_recognition_models 0.3.0; detector is dlib's built-in HOG+SVM",
-            description="dlib HOG detector + 5-point landmarks + ResNet-29 128-d embedder (LFW 99.38%)",
+            description="dlib HOG detector, 5-point landmarks, ResNet-29 128-d embedder (LFW 99.38%)",
             package="face_recognition_models",
         ),
         ModelSpec(
@@ -61,7 +62,7 @@ SPECS: dict[str, ModelSpec] = {
             modality="voice",
             files={"encoder": "pretrained.pt"},
             licence="Apache-2.0",
-            provenance="PyPI resemblyzer 0.1.4 (Resemble AI), GE2E LSTM trained on LibriSpeech+VoxCeleb",
+            provenance="PyPI resemblyzer 0.1.4 (Resemble AI): GE2E LSTM, LibriSpeech+VoxCeleb",
             description="GE2E speaker encoder, 256-d, 40 mel bands, 1.6 s windows",
             package="resemblyzer",
         ),
@@ -181,10 +182,8 @@ class Registry:
         digests = [self._cached_sha(p, index) for p in paths.values()]
         sha = combined_sha256(digests)
         self._check_recorded(name, sha, index)
-        try:
+        with contextlib.suppress(OSError):  # a read-only models folder only loses the cache
             self._write_index(index)
-        except OSError:
-            pass  # a read-only models folder only loses the hash cache
         return ResolvedModel(self.spec(name), paths, sha)
 
     @staticmethod
@@ -200,7 +199,9 @@ class Registry:
         """Copy a user's weight file (or folder) into the models folder and record its sha256."""
         spec = self.spec(name)
         if spec.package is not None:
-            raise ModelMissingError(f"model {name!r} ships in package {spec.package!r}; nothing to add")
+            raise ModelMissingError(
+                f"model {name!r} ships in package {spec.package!r}; nothing to add"
+            )
         source = Path(source)
         if not source.exists():
             raise ModelMissingError(f"{source} does not exist")

@@ -40,7 +40,10 @@ PAIRS = [
 ENROLLED = 4
 REAL_CLIPS = {
     # probe file -> (identity or None, enrollment clip)
-    "videoretalking_face_3.mp4": ("Alexandria_Ocasio-Cortez", "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"),
+    "videoretalking_face_3.mp4": (
+        "Alexandria_Ocasio-Cortez",
+        "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4",
+    ),
     "videoretalking_face_2.mp4": (None, None),  # Eric Swalwell, never enrolled
 }
 

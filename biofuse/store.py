@@ -76,7 +76,9 @@ class EmbeddingStore:
         except FileNotFoundError:
             raise
         except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot open store group {self._path(modality, model_id)}: {exc}") from exc
+            raise StoreError(
+                f"cannot open store group {self._path(modality, model_id)}: {exc}"
+            ) from exc
 
     def _lock(self, modality: str, model_id: str) -> FileLock | None:
         """One writer per group: a lock file beside a local store (object stores: one flow)."""
@@ -107,7 +109,9 @@ class EmbeddingStore:
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot create {modality}/{model_id} in {self.root}: {exc}") from exc
         if "committed" not in group.attrs:
-            group.attrs.update({"committed": 0, "dim": dim, "modality": modality, "model_id": model_id})
+            group.attrs.update(
+                {"committed": 0, "dim": dim, "modality": modality, "model_id": model_id}
+            )
         elif int(group.attrs["dim"]) != dim:
             raise StoreError(
                 f"{modality}/{model_id} holds {group.attrs['dim']}-d rows, got {dim}-d"
@@ -189,7 +193,9 @@ class EmbeddingStore:
             committed = 0
         if committed == 0:
             empty = np.zeros(0, dtype=str)
-            return StoredRows(np.zeros((0, 0), np.float32), np.zeros(0, np.float32), empty, empty, model_id)
+            return StoredRows(
+                np.zeros((0, 0), np.float32), np.zeros(0, np.float32), empty, empty, model_id
+            )
         rows = StoredRows(
             group["vectors"][:committed],
             group["quality"][:committed],

@@ -120,8 +120,15 @@ class BatchingModelActor:
 def actor_name(kind: str, settings: Settings) -> str:
     """Callers with the same model settings share one actor; other settings get their own."""
     model = settings.face_model if kind == "face" else settings.voice_model
-    relevant = (kind, model, settings.face_upsample, settings.min_turn_s, settings.batch_size,
-                settings.batch_wait_ms, settings.num_gpus)
+    relevant = (
+        kind,
+        model,
+        settings.face_upsample,
+        settings.min_turn_s,
+        settings.batch_size,
+        settings.batch_wait_ms,
+        settings.num_gpus,
+    )
     return f"biofuse-{kind}-{model}-{hashlib.sha1(repr(relevant).encode()).hexdigest()[:8]}"
 
 

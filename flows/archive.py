@@ -89,13 +89,22 @@ def process_one_video(ctx: Context, video_id: int) -> str:
     ctx.catalog.replace_video_evidence(
         video_id,
         [
-            Track(key=t.key, kind="face", start_s=t.start_s, end_s=t.end_s,
-                  n_detections=len(t.boxes), boxes=t.boxes, quality=t.quality)
+            Track(
+                key=t.key,
+                kind="face",
+                start_s=t.start_s,
+                end_s=t.end_s,
+                n_detections=len(t.boxes),
+                boxes=t.boxes,
+                quality=t.quality,
+            )
             for t in evidence.tracks
         ],
         [
-            (SpeechSegment(key=s.key, start_s=s.start_s, end_s=s.end_s, quality=s.quality),
-             s.track_key)
+            (
+                SpeechSegment(key=s.key, start_s=s.start_s, end_s=s.end_s, quality=s.quality),
+                s.track_key,
+            )
             for s in evidence.segments
         ],
     )

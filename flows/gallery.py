@@ -16,7 +16,8 @@ from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
 from flows.pipeline import SegmentEvidence, analyze_video, probe_evidence
 from fusion.calibration import load_default
-from fusion.fuse import Decision, identify as fuse_identify
+from fusion.fuse import Decision
+from fusion.fuse import identify as fuse_identify
 from fusion.scores import ModalityScores, score_modality
 from fusion.templates import build_templates
 from modalities.base import Embeddings
@@ -30,7 +31,9 @@ def _image_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
         raise MediaError(f"{path}: no face found in the enrollment photo")
     areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
     i = int(np.argmax(areas))
-    return {"face": Embeddings(faces.vectors[i : i + 1], faces.quality[i : i + 1], ["0"], face.model_id)}
+    return {
+        "face": Embeddings(faces.vectors[i : i + 1], faces.quality[i : i + 1], ["0"], face.model_id)
+    }
 
 
 def _audio_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
@@ -62,8 +65,10 @@ def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
         keep = [i for i, k in enumerate(ev.voice.keys) if k in mine]
         if keep:
             rows["voice"] = Embeddings(
-                ev.voice.vectors[keep], ev.voice.quality[keep],
-                [ev.voice.keys[i] for i in keep], ev.voice.model_id,
+                ev.voice.vectors[keep],
+                ev.voice.quality[keep],
+                [ev.voice.keys[i] for i in keep],
+                ev.voice.model_id,
             )
     if not rows:
         raise MediaError(f"{path}: neither a face track nor speech found to enroll")
@@ -97,9 +102,15 @@ def enroll_media(ctx: Context, identity: str, path: Path) -> dict[str, int]:
             )
             if known is None:
                 s.add_all(
-                    Enrollment(identity_id=person.id, media_path=str(path), media_hash=digest,
-                               modality=modality, model_id=emb.model_id, store_key=key,
-                               quality=float(q))
+                    Enrollment(
+                        identity_id=person.id,
+                        media_path=str(path),
+                        media_hash=digest,
+                        modality=modality,
+                        model_id=emb.model_id,
+                        store_key=key,
+                        quality=float(q),
+                    )
                     for key, q in zip(keys, emb.quality)
                 )
     return written
@@ -107,7 +118,9 @@ def enroll_media(ctx: Context, identity: str, path: Path) -> dict[str, int]:
 
 @flow(name="enroll")
 def enroll(
-    identity: str, media_paths: list[str], config_path: str | None = None,
+    identity: str,
+    media_paths: list[str],
+    config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add evidence of one identity from photos, audio and videos; bad files are reported."""
@@ -169,7 +182,9 @@ def identify_videos(
     for video_id in video_ids:
         with ctx.catalog.session() as s:
             tracks = list(s.scalars(select(Track).where(Track.video_id == video_id)))
-            segments = list(s.scalars(select(SpeechSegment).where(SpeechSegment.video_id == video_id)))
+            segments = list(
+                s.scalars(select(SpeechSegment).where(SpeechSegment.video_id == video_id))
+            )
         track_key = {t.id: t.key for t in tracks}
         wanted = {"face": [t.key for t in tracks], "voice": [s.key for s in segments]}
         rows = {
@@ -186,8 +201,12 @@ def identify_videos(
         for m, model_id in models.items():
             names, templates = galleries[m]
             table = score_modality(
-                m, model_id, keys, {k: probes[k][m] for k in keys if m in probes[k]},
-                names, templates,
+                m,
+                model_id,
+                keys,
+                {k: probes[k][m] for k in keys if m in probes[k]},
+                names,
+                templates,
             )
             # identities not enrolled for this modality: absent (NaN), not zero
             scores = np.full((len(keys), len(identities)), np.nan, np.float32)
@@ -202,7 +221,8 @@ def identify_videos(
 
 @flow(name="identify")
 def identify(
-    targets: list[str] | None = None, config_path: str | None = None,
+    targets: list[str] | None = None,
+    config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Rank gallery identities for each probe of the targets and record the results."""
@@ -215,14 +235,26 @@ def identify(
         ids = {p.name: p.id for p in s.scalars(select(Identity))}
         for video_id, d in decisions:
             s.add_all(
-                Result(run_id=run_id, probe_key=d.probe, video_id=video_id, rank=c.rank,
-                       identity_id=ids[c.identity], fused_llr=c.fused_llr, scores=c.per_modality,
-                       decision="match" if d.decision == c.identity else "unknown")
+                Result(
+                    run_id=run_id,
+                    probe_key=d.probe,
+                    video_id=video_id,
+                    rank=c.rank,
+                    identity_id=ids[c.identity],
+                    fused_llr=c.fused_llr,
+                    scores=c.per_modality,
+                    decision="match" if d.decision == c.identity else "unknown",
+                )
                 for c in d.candidates
             )
     ctx.catalog.finish_run(run_id, "done", {"probes": len(decisions)})
     return [
-        {"video_id": v, "probe": d.probe, "decision": d.decision, "modalities": d.modalities,
-         "candidates": [c.__dict__ for c in d.candidates]}
+        {
+            "video_id": v,
+            "probe": d.probe,
+            "decision": d.decision,
+            "modalities": d.modalities,
+            "candidates": [c.__dict__ for c in d.candidates],
+        }
         for v, d in decisions
     ]

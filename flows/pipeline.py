@@ -132,7 +132,9 @@ def _speech_segments(
     for key, q in zip(rows.keys, rows.quality):
         turn, _ = by_key[key]
         on_screen = [
-            tr.key for tr in evidence.tracks if overlap_s(turn.start, turn.end, tr.start_s, tr.end_s) > 0
+            tr.key
+            for tr in evidence.tracks
+            if overlap_s(turn.start, turn.end, tr.start_s, tr.end_s) > 0
         ]
         evidence.segments.append(
             SegmentEvidence(

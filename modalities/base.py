@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,11 +38,11 @@ class Embeddings:
         return int(self.vectors.shape[1])
 
     @classmethod
-    def empty(cls, dim: int, model_id: str) -> "Embeddings":
+    def empty(cls, dim: int, model_id: str) -> Embeddings:
         return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), [], model_id)
 
     @classmethod
-    def concat(cls, parts: Sequence["Embeddings"]) -> "Embeddings":
+    def concat(cls, parts: Sequence[Embeddings]) -> Embeddings:
         if not parts:
             raise ValueError("nothing to concatenate")
         ids = {p.model_id for p in parts}

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real evaluation data beside the repository, and a throw-away biofuse home."""
+"""Shared fixtures: the real evaluation data beside the repository and generated bad inputs."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def write_audio_only_mp4(path: Path, seconds: float = 2.0) -> None:
         stream = container.add_stream("aac", rate=rate)
         stream.layout = "mono"
         for start in range(0, len(tone), 1024):
-            frame = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                tone[None, start : start + 1024], format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = rate, start
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
@@ -67,5 +69,5 @@ def write_bad_corpus(folder: Path, good_video: Path) -> dict[str, str]:
         "truncated.mp4": "failed",
         "notes_renamed.mp4": "failed",
         "audio_only.mp4": "failed",
-        "video_only.mp4": "done",  # valid silent CCTV: processed, with a note that voice was skipped
+        "video_only.mp4": "done",  # silent CCTV is valid: processed, noted that voice was skipped
     }

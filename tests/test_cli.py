@@ -27,7 +27,9 @@ def test_models_list_shows_what_is_installed(home: Path) -> None:
 
 
 def test_models_add_with_a_missing_file_fails_clearly(home: Path) -> None:
-    result = runner.invoke(app, ["--home", str(home), "models", "add", "adaface-ir101", "/nope.ckpt"])
+    result = runner.invoke(
+        app, ["--home", str(home), "models", "add", "adaface-ir101", "/nope.ckpt"]
+    )
     assert result.exit_code == 2
     assert "does not exist" in result.output
 

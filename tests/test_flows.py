@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_bad_corpus
 from sqlalchemy import select
 
 from biofuse.catalog import Catalog, SpeechSegment, Track, Video
 from biofuse.store import EmbeddingStore
-from conftest import write_bad_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,9 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, dict[str, str]]:
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> tuple[Path, dict[str, str]]:
     videos = shared_data / "video"
     if not videos.is_dir():
         pytest.skip("../shared/data/video is absent")
@@ -94,7 +96,10 @@ def test_enroll_and_identify_name_the_enrolled_person_only(
     assert report["errors"] == {} and report["files"][str(aoc)]["face"] == 1
     blair = sorted((shared_data / "lfw-dev/images/Tony_Blair").glob("*.jpg"))[:3]
     enroll("Tony_Blair", [str(p) for p in blair], overrides=overrides)
-    assert enroll("AOC", [str(aoc)], overrides=overrides)["files"][str(aoc)] == {"face": 0, "voice": 0}
+    assert enroll("AOC", [str(aoc)], overrides=overrides)["files"][str(aoc)] == {
+        "face": 0,
+        "voice": 0,
+    }
 
     decisions = identify([], overrides=overrides)
     catalog = Catalog(f"sqlite:///{tmp_path / 'home' / 'catalog.sqlite'}")

@@ -43,8 +43,14 @@ def test_cosine_scores() -> None:
 
 def table(modality: str, scores: list[list[float]]) -> ModalityScores:
     s = np.array(scores, np.float32)
-    return ModalityScores(modality, f"{modality}-m", [f"p{i}" for i in range(len(s))],
-                          ["alice", "bob"], s, np.ones(len(s), np.float32))
+    return ModalityScores(
+        modality,
+        f"{modality}-m",
+        [f"p{i}" for i in range(len(s))],
+        ["alice", "bob"],
+        s,
+        np.ones(len(s), np.float32),
+    )
 
 
 def test_identify_ranks_by_fused_llr_and_says_unknown_below_threshold() -> None:

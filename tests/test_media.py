@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_audio_only_mp4, write_bad_corpus
 
 from biofuse import media
 from biofuse.errors import MediaError
-from conftest import write_audio_only_mp4, write_bad_corpus
 
 # duration (s), fps, width, height, has_audio: from ../shared/data/video/README.md (ffprobe)
 REAL = {

@@ -16,7 +16,9 @@ def test_packaged_defaults_resolve_with_their_sha256(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "models")
     dlib = registry.resolve("dlib-resnet")
     assert set(dlib.paths) == {"landmarks5", "embedder"}
-    assert dlib.model_id.startswith("dlib-resnet-") and len(dlib.model_id) == len("dlib-resnet-") + 12
+    assert (
+        dlib.model_id.startswith("dlib-resnet-") and len(dlib.model_id) == len("dlib-resnet-") + 12
+    )
     voice = registry.resolve("resemblyzer-ge2e")
     assert voice.sha256 == file_sha256(voice.paths["encoder"])
     assert registry.verify("resemblyzer-ge2e").sha256 == voice.sha256
@@ -42,7 +44,9 @@ def test_added_model_is_recorded_and_tampering_is_caught(tmp_path: Path) -> None
         Registry(tmp_path / "models").verify("adaface-ir101")
 
 
-def test_config_layers_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_layers_file_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "biofuse.toml"
     config.write_text(f'home = "{tmp_path}"\nface_fps = 2.5\nbatch_size = 8\n')
     monkeypatch.setenv("BIOFUSE_BATCH_SIZE", "16")
@@ -72,7 +76,9 @@ def test_catalog_keys_videos_by_content_and_replaces_evidence(tmp_path: Path) ->
     assert other.id != first.id
 
     def evidence(n: int) -> tuple[list[Track], list[tuple[SpeechSegment, str | None]]]:
-        tracks = [Track(key=f"v:t{i}", start_s=0, end_s=1, n_detections=2, boxes=[]) for i in range(n)]
+        tracks = [
+            Track(key=f"v:t{i}", start_s=0, end_s=1, n_detections=2, boxes=[]) for i in range(n)
+        ]
         return tracks, [(SpeechSegment(key="v:s0", start_s=0, end_s=1), "v:t0")]
 
     catalog.replace_video_evidence(first.id, *evidence(3))

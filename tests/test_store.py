@@ -24,7 +24,9 @@ def rows_for(unit: str, n: int, dim: int = 8, model_id: str = "toy-000000000000"
     seed = int.from_bytes(unit.encode()[:8].ljust(8, b"\0"), "little")
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    return Embeddings(vectors, rng.random(n).astype(np.float32), [f"{unit}:{i}" for i in range(n)], model_id)
+    return Embeddings(
+        vectors, rng.random(n).astype(np.float32), [f"{unit}:{i}" for i in range(n)], model_id
+    )
 
 
 def test_commit_then_read_returns_the_rows(tmp_path: Path) -> None:
@@ -112,6 +114,8 @@ def test_writer_killed_mid_unit_leaves_no_partial_rows_and_rerun_completes(tmp_p
         proc.wait()
         visible.append(check_consistent(root, units))
     assert visible[-1] < units, "the writer finished before any kill: make units bigger"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert "finished" in done.stdout, done.stderr
     assert check_consistent(root, units) == units
