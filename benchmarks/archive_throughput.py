@@ -121,6 +121,8 @@ def end_to_end(archive: Path, scratch: Path) -> dict[str, Any]:
         print(f"{label}: {summary} in {wall:.1f} s wall, {video_s:.1f} video-s", flush=True)
     import ray
 
+    # two names (face, voice) mean the warm run reused the cold run's actors, models loaded
+    runs["ray_named_actors"] = sorted(ray.util.list_named_actors()) if ray.is_initialized() else []
     runs["ray_resources"] = ray.cluster_resources() if ray.is_initialized() else {}
     ray.shutdown()
     return runs
@@ -259,7 +261,7 @@ def bare_models(archive: Path, home: Path, threads: int, only: set[str]) -> dict
 
 
 def markdown(r: dict[str, Any]) -> str:
-    m, e, b, o = r["machine"], r["end_to_end"], r["bare"], r["overhead"]
+    m, e, b, o, st = r["machine"], r["end_to_end"], r["bare"], r["overhead"], r["settings"]
     cold, warm = e["cold"], e["warm"]
     lines = [
         "# Archive throughput: `process_archive` (Prefect + Ray) vs the bare model calls",
@@ -271,8 +273,11 @@ def markdown(r: dict[str, Any]) -> str:
         f"Archive: the built-in sample archive ({len(warm['videos'])} files: generated 640x360 "
         "10 fps clips with speech, one without audio, one truncated, two real talking-face clips)."
         f" {warm['summary']['processed']} videos processed, {warm['summary']['failed']} failed, "
-        f"{warm['video_s']:.1f} s of video. Settings: defaults (face_fps 5, "
-        "max_parallel_videos 2, one face actor and one voice actor of 1 CPU each).",
+        f"{warm['video_s']:.1f} s of video. Settings (defaults): face_fps {st['face_fps']:g}, "
+        f"max_parallel_videos {st['max_parallel_videos']}, batch_size {st['batch_size']}, "
+        f"batch_wait_ms {st['batch_wait_ms']:g}; one face and one voice actor of "
+        f"{st['num_cpus_per_actor']:g} Ray CPU each (Ray actors after both runs: "
+        f"{', '.join(e['ray_named_actors'])}).",
         "",
         "## End to end",
         "",
@@ -307,7 +312,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{b['embed_s']:.2f} | RTF {b['voice_embed_rtf_per_speech_s']:.3f} per speech-s |",
         f"| **all model calls** | **{b['model_s']:.1f}** | "
         f"**{b['video_s_per_model_s']:.3f} video-s per s** |",
-        f"| (not counted) decode + RGB conversion at {r['face_fps']:g} fps | {b['decode_s']:.1f} "
+        f"| (not counted) decode + RGB conversion at {st['face_fps']:g} fps | {b['decode_s']:.1f} "
         "| |",
         f"| (not counted) model load | {b['model_load_s']:.1f} | |",
         "",
@@ -320,6 +325,11 @@ def markdown(r: dict[str, Any]) -> str:
         f"- cold wall / bare model time: {o['cold_wall_over_model']:.2f}",
         f"- cold, first video task to last done / bare model time: "
         f"{o['cold_window_over_model']:.2f}",
+        "",
+        f"Face calls are {100 * b['face_s'] / b['model_s']:.1f} % of the bare model time, and "
+        "all frames of all videos go through the one face actor, one batch at a time; so "
+        "running videos in parallel cannot make the flow faster than the face model itself, "
+        "whatever the number of CPUs, unless there are more face actors.",
         "",
         "A ratio near 1 means the flow costs little beyond the models. Below 1 is possible: "
         "the flow runs two videos at once and the face and voice actors in separate "
@@ -354,7 +364,7 @@ def main() -> None:
         e2e = end_to_end(archive, scratch)
         done = {v["file"] for v in e2e["warm"]["videos"] if v["status"] == "done"}
         bare = bare_models(archive, scratch / "home_bare", args.threads, done)
-        face_fps = load_settings(None, home=str(scratch / "home_bare")).face_fps
+        settings = load_settings(None, home=str(scratch / "home_bare"))
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -372,7 +382,18 @@ def main() -> None:
             "loadavg_before": loadavg_before,
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },
-        "face_fps": face_fps,
+        "settings": settings.model_dump(
+            include={
+                "face_fps",
+                "max_parallel_videos",
+                "batch_size",
+                "batch_wait_ms",
+                "num_cpus_per_actor",
+                "face_upsample",
+                "vad",
+                "min_turn_s",
+            }
+        ),
         "sample_archive_build_s": build_s,
         "end_to_end": e2e,
         "bare": bare,

@@ -21,7 +21,7 @@ import csv
 import datetime as dt
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class PairScores:
     train: dict[int, np.ndarray]  # fold -> mask of the pairs a fold's calibration is fitted on
     test: dict[int, np.ndarray]  # fold -> mask of the pairs it is evaluated on
     folds_how: str
+    subsets: dict[str, np.ndarray] = field(default_factory=dict)  # name -> mask, for CV Cllr
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
@@ -98,6 +99,10 @@ def voice_pairs(path: Path) -> PairScores:
     fold_of = speaker_folds([r["speaker1"] for r in rows] + [r["speaker2"] for r in rows])
     f1 = np.array([fold_of[r["speaker1"]] for r in rows])
     f2 = np.array([fold_of[r["speaker2"]] for r in rows])
+
+    def corpus(side: int) -> np.ndarray:
+        return np.array([r[f"speaker{side}"].split("-", 1)[0] for r in rows])
+
     variant = (
         "VAD turns (webrtc), quality-weighted template per utterance"
         if column == "cosine_vad_turns"
@@ -120,6 +125,8 @@ def voice_pairs(path: Path) -> PairScores:
             "3 folds of 6 speakers (dealt round-robin by corpus); fit on pairs with neither "
             "speaker in the held-out fold, evaluate on pairs with both speakers in it"
         ),
+        # cross-corpus impostors differ in channel as well as voice: the easy part of the set
+        subsets={"within_corpus": corpus(1) == corpus(2)},
     )
 
 
@@ -171,6 +178,14 @@ def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
         held_labels.append(y[test])
     cv_llr, cv_y = np.concatenate(held_llrs), np.concatenate(held_labels)
     cv_scores = np.concatenate([s[pairs.test[k]] for k in FOLDS])
+    subsets = {}
+    for name, mask in pairs.subsets.items():
+        m = np.concatenate([mask[pairs.test[k]] for k in FOLDS])
+        subsets[name] = {
+            "pooled_test_pairs": [int(cv_y[m].sum()), int((cv_y[m] == 0).sum())],
+            "cllr": cllr_of(cv_llr[m], cv_y[m]),
+            "min_cllr": cllr_of(pav_llrs(cv_scores[m], cv_y[m]), cv_y[m]),
+        }
     neutral = load_default("unfitted-model")  # the fallback used when no default is fitted
     report = {
         "model": pairs.model,
@@ -187,6 +202,7 @@ def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
             "cllr": cllr_of(cv_llr, cv_y),
             "cllr_mean_of_folds": float(np.mean([f["cllr"] for f in per_fold.values()])),
             "min_cllr": cllr_of(pav_llrs(cv_scores, cv_y), cv_y),
+            "subsets": subsets,
             "slope_spread": [
                 min(f["slope"] for f in per_fold.values()),
                 max(f["slope"] for f in per_fold.values()),
@@ -230,17 +246,24 @@ def markdown(report: dict) -> str:
     for r in report["models"].values():
         cv = r["cross_validation"]
         slopes = ", ".join(f"{f['slope']:.1f}" for f in cv["per_fold"].values())
+        guess = r["all_pairs_in_sample"]["neutral_guess"]
+        sign = "+" if guess["offset"] >= 0 else "-"
         lines += [
             f"## {r['model']}",
             "",
             f"- Score: {r['score']}. Data: {r['data']}.",
             f"- Folds: {cv['folds']}. Held-out pairs pooled: {cv['pooled_test_pairs'][0]} same / "
             f"{cv['pooled_test_pairs'][1]} different. Per-fold slopes: {slopes}.",
-            f"- Neutral guess (`llr = {r['all_pairs_in_sample']['neutral_guess']['slope']:g} * "
-            f"score + {r['all_pairs_in_sample']['neutral_guess']['offset']:g}`, used when no "
-            "default is fitted) for comparison.",
-            "",
+            f"- Neutral guess (`llr = {guess['slope']:g} * score {sign} {abs(guess['offset']):g}`,"
+            " used when no default is fitted) for comparison.",
         ]
+        for name, sub in cv["subsets"].items():
+            lines.append(
+                f"- CV on the {name.replace('_', ' ')} pairs only ({sub['pooled_test_pairs'][0]} "
+                f"same / {sub['pooled_test_pairs'][1]} different): Cllr **{sub['cllr']:.3f}**, "
+                f"min Cllr {sub['min_cllr']:.3f}."
+            )
+        lines.append("")
     lines += [
         "The LLRs come from logistic regression with balanced class weights, so they are "
         "prior-free log-likelihood ratios (natural log), not log posterior odds at the data's "

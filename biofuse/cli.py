@@ -136,7 +136,12 @@ def print_decisions(
     decisions: list[dict[str, Any]], truth: dict[str, str | None] | None = None
 ) -> None:
     table = Table(title="identities per probe (fused LLR = sum of calibrated modality LLRs)")
-    for column in ("video", "probe", "decision", "rank: identity  fused LLR  [face | voice]"):
+    for column in (
+        "video",
+        "probe",
+        "decision",
+        "rank: identity  fused LLR  (cosine per modality)",
+    ):
         table.add_column(column, overflow="fold")
     if truth is not None:
         table.add_column("truth")
@@ -155,7 +160,7 @@ def print_decisions(
                 f"{m} {per[m]['score']:+.2f}" if m in per else f"{m} -" for m in ("face", "voice")
             ]
             lines.append(
-                f"{c['rank']}: {c['identity']}  {c['fused_llr']:+.1f}  [{' | '.join(parts)}]"
+                f"{c['rank']}: {c['identity']}  {c['fused_llr']:+.1f}  ({' | '.join(parts)})"
             )
         style = "green" if d["decision"] != "unknown" else "yellow"
         probe = d["probe"].split(":", 1)[-1]  # the video column already names the video

@@ -46,6 +46,7 @@ class Settings(BaseModel):
     min_turn_s: float = Field(1.0, gt=0)
 
     top_k: int = Field(5, ge=1)
+    prior_in_gallery: float = Field(0.5, gt=0, lt=1)  # sets the open-set threshold
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

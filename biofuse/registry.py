@@ -54,7 +54,7 @@ SPECS: dict[str, ModelSpec] = {
             },
             licence="CC0-1.0 (dlib-models by Davis E. King); package MIT",
             provenance="PyPI face_recognition_models 0.3.0; detector is dlib's built-in HOG+SVM",
-            description="dlib HOG detector, 5-point landmarks, ResNet-29 128-d embedder (LFW 99.38%)",
+            description="dlib HOG detector, 5-point landmarks, ResNet-29 128-d (LFW 99.38%)",
             package="face_recognition_models",
         ),
         ModelSpec(

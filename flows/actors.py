@@ -18,6 +18,7 @@ import ray
 
 from biofuse.config import Settings
 from biofuse.errors import BiofuseError
+from biofuse.registry import Registry
 from flows.models import MODEL_KINDS, build_model
 from modalities.base import Embeddings
 
@@ -42,18 +43,30 @@ def local_handle(kind: str, settings: Settings) -> ModelHandle:
     return ModelHandle(kind, model.model_id, getattr(model, MODEL_KINDS[kind][1]))
 
 
-def _split(result: Any, counts: list[int]) -> list[Any]:
-    """Cut one batch result back into the callers' shares."""
-    parts, start = [], 0
-    for n in counts:
-        if isinstance(result, Embeddings):
-            sl = slice(start, start + n)
+def _split(result: Any, chunks: list[list[Any]]) -> list[Any]:
+    """Cut one batch result back into the callers' shares.
+
+    A list result has one entry per item, in order. An Embeddings result may have
+    dropped items (too-short speech gives no row), so its rows go back by key.
+    """
+    if isinstance(result, Embeddings):
+        parts = []
+        for chunk in chunks:
+            mine = {item.key for item in chunk}
+            rows = [i for i, key in enumerate(result.keys) if key in mine]
             parts.append(
-                Embeddings(result.vectors[sl], result.quality[sl], result.keys[sl], result.model_id)
+                Embeddings(
+                    result.vectors[rows],
+                    result.quality[rows],
+                    [result.keys[i] for i in rows],
+                    result.model_id,
+                )
             )
-        else:
-            parts.append(result[start : start + n])
-        start += n
+        return parts
+    parts, start = [], 0
+    for chunk in chunks:
+        parts.append(result[start : start + len(chunk)])
+        start += len(chunk)
     return parts
 
 
@@ -113,16 +126,17 @@ class BatchingModelActor:
                 continue
             self.batches += 1
             self.items += len(items)
-            for (_, future), part in zip(pending, _split(result, [len(c) for c, _ in pending])):
+            for (_, future), part in zip(pending, _split(result, [c for c, _ in pending])):
                 future.set_result(part)
 
 
 def actor_name(kind: str, settings: Settings) -> str:
     """Callers with the same model settings share one actor; other settings get their own."""
     model = settings.face_model if kind == "face" else settings.voice_model
+    model_id = Registry(settings.models_dir).resolve(model).model_id  # same weights, same actor
     relevant = (
         kind,
-        model,
+        model_id,
         settings.face_upsample,
         settings.min_turn_s,
         settings.batch_size,

@@ -18,7 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from biofuse import media
 from biofuse.catalog import DONE, FAILED, RUNNING, SpeechSegment, Track
-from biofuse.errors import BiofuseError, MediaError
+from biofuse.config import load_settings
+from biofuse.errors import MediaError
 from flows.context import Context
 from flows.pipeline import analyze_video
 
@@ -142,7 +143,7 @@ def process_archive(
     for video_id, future in futures:
         try:
             status = future.result()
-        except (BiofuseError, Exception) as exc:  # retries exhausted: record, keep going
+        except Exception as exc:  # retries exhausted: record it, go on with the archive
             ctx.catalog.update_video(
                 video_id, status=FAILED, error=f"{type(exc).__name__}: {exc}"[:2000]
             )
@@ -157,6 +158,6 @@ def run_process_archive(
     archive: str, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """`process_archive` with `max_parallel_videos` videos in flight at once."""
-    ctx = Context.open(config_path, **(overrides or {}))
-    runner = ThreadPoolTaskRunner(max_workers=ctx.settings.max_parallel_videos)
+    settings = load_settings(Path(config_path) if config_path else None, **(overrides or {}))
+    runner = ThreadPoolTaskRunner(max_workers=settings.max_parallel_videos)
     return process_archive.with_options(task_runner=runner)(archive, config_path, overrides)

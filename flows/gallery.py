@@ -176,6 +176,7 @@ def identify_videos(
     models = {kind: ctx.model_id(kind) for kind in ctx.settings.modalities}
     galleries = {m: load_gallery(ctx, m, model_id) for m, model_id in models.items()}
     identities = sorted({n for names, _ in galleries.values() for n in names})
+    calibrations = {m: load_default(model_id) for m, model_id in models.items()}
     if not identities:
         raise GalleryError("the gallery is empty: enroll identities first (`biofuse enroll`)")
     out: list[tuple[int, Decision]] = []
@@ -213,8 +214,9 @@ def identify_videos(
             for j, name in enumerate(names):
                 scores[:, identities.index(name)] = table.scores[:, j]
             tables.append(ModalityScores(m, model_id, keys, identities, scores, table.quality))
-        calibrations = {m: load_default(model_id) for m, model_id in models.items()}
-        for decision in fuse_identify(tables, calibrations, top_k=ctx.settings.top_k):
+        for decision in fuse_identify(
+            tables, calibrations, ctx.settings.top_k, prior_in_gallery=ctx.settings.prior_in_gallery
+        ):
             out.append((video_id, decision))
     return out
 

@@ -19,24 +19,33 @@ DEFAULTS_PATH = Path(__file__).with_name("default_calibration.json")
 
 @dataclass
 class LinearCalibration:
-    """llr = slope * score + offset (natural log)."""
+    """llr = clip(slope * score + offset, -max_abs_llr, +max_abs_llr) (natural log).
+
+    Nearly separable training pairs give very steep slopes; the bound keeps one
+    modality from claiming more evidence than its calibration data could show:
+    with n trials in the smaller class, odds beyond about n:1 were never observed.
+    """
 
     slope: float = 1.0
     offset: float = 0.0
     fitted_on: str = "unfitted"
+    max_abs_llr: float = float("inf")
 
     def fit(self, scores: np.ndarray, labels: np.ndarray) -> LinearCalibration:
         """Logistic regression with balanced class weights: the log-odds become LLRs."""
         from sklearn.linear_model import LogisticRegression
 
+        labels = np.asarray(labels, int)
         model = LogisticRegression(C=1e4, class_weight="balanced")
-        model.fit(np.asarray(scores, float).reshape(-1, 1), np.asarray(labels, int))
+        model.fit(np.asarray(scores, float).reshape(-1, 1), labels)
         self.slope = float(model.coef_[0, 0])
         self.offset = float(model.intercept_[0])
+        self.max_abs_llr = float(np.log1p(min(labels.sum(), len(labels) - labels.sum())))
         return self
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
-        return self.slope * np.asarray(scores, np.float64) + self.offset
+        llr = self.slope * np.asarray(scores, np.float64) + self.offset
+        return np.clip(llr, -self.max_abs_llr, self.max_abs_llr)
 
 
 def model_name(model_id: str) -> str:
@@ -49,8 +58,11 @@ def load_default(model_id: str) -> LinearCalibration:
     table = json.loads(DEFAULTS_PATH.read_text()) if DEFAULTS_PATH.exists() else {}
     entry = table.get(model_name(model_id))
     if entry is None:
-        return LinearCalibration(slope=10.0, offset=-5.0, fitted_on="none: a neutral guess")
-    return LinearCalibration(entry["slope"], entry["offset"], entry["fitted_on"])
+        # No fitted map: a weak, bounded guess (cosine 0.5 -> LLR 0) rather than none at all.
+        return LinearCalibration(4.0, -2.0, "none: an unfitted guess", max_abs_llr=2.0)
+    return LinearCalibration(
+        entry["slope"], entry["offset"], entry["fitted_on"], entry.get("max_abs_llr", np.inf)
+    )
 
 
 def save_defaults(table: dict[str, LinearCalibration]) -> None:

@@ -22,6 +22,23 @@ def sum_llr(llrs: list[np.ndarray]) -> np.ndarray:
     return fused
 
 
+def open_set_threshold(n_identities: int, prior_in_gallery: float = 0.5) -> float:
+    """The fused LLR above which naming the top identity is more likely right than wrong.
+
+    If the probe is in the gallery with probability p, spread evenly over N
+    identities, one given identity has prior odds (p/N) / (1 - p/N); its posterior
+    odds exceed 1 when the LLR exceeds the log of the inverse. A bigger gallery
+    thus needs stronger evidence, which is what keeps false alarms from growing
+    with the gallery.
+    """
+    if n_identities < 1:
+        raise ValueError("an empty gallery has no threshold")
+    if not 0 < prior_in_gallery < 1:
+        raise ValueError("prior_in_gallery must be in (0, 1)")
+    prior = prior_in_gallery / n_identities
+    return float(np.log((1 - prior) / prior))
+
+
 @dataclass
 class Candidate:
     identity: str
@@ -42,12 +59,18 @@ def identify(
     tables: list[ModalityScores],
     calibrations: dict[str, LinearCalibration],
     top_k: int = 5,
-    threshold_llr: float = 0.0,
+    threshold_llr: float | None = None,
+    prior_in_gallery: float = 0.5,
 ) -> list[Decision]:
-    """Rank identities per probe by fused LLR; the top one is accepted if above threshold."""
+    """Rank identities per probe by fused LLR; the top one is named if above the threshold.
+
+    The threshold defaults to `open_set_threshold(len(identities), prior_in_gallery)`.
+    """
     if not tables:
         return []
     probes, identities = tables[0].probes, tables[0].identities
+    if threshold_llr is None:
+        threshold_llr = open_set_threshold(len(identities), prior_in_gallery)
     for t in tables[1:]:
         if t.probes != probes or t.identities != identities:
             raise ValueError("score tables must share probes and identities")

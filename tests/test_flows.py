@@ -113,5 +113,5 @@ def test_enroll_and_identify_name_the_enrolled_person_only(
     assert best["per_modality"]["face"]["score"] > 0.9
     assert best["per_modality"]["voice"]["score"] > 0.8
     other = by_video["videoretalking_face_2.mp4"]  # Eric Swalwell, never enrolled
-    assert other["decision"] == "unknown"
+    assert other["decision"] == "unknown", other["candidates"]
     assert other["candidates"][0]["fused_llr"] < best["fused_llr"] - 5

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fusion.calibration import LinearCalibration, load_default, model_name
-from fusion.fuse import identify, sum_llr
+from fusion.fuse import identify, open_set_threshold, sum_llr
 from fusion.scores import ModalityScores, cosine_scores
 from fusion.templates import build_templates
 
@@ -57,7 +57,7 @@ def test_identify_ranks_by_fused_llr_and_says_unknown_below_threshold() -> None:
     calibration = {"face": LinearCalibration(10, -5), "voice": LinearCalibration(4, -2)}
     face = table("face", [[0.9, 0.2], [0.3, 0.4], [NAN, NAN]])
     voice = table("voice", [[0.6, 0.7], [NAN, NAN], [0.1, 0.9]])
-    decisions = identify([face, voice], calibration, top_k=2)
+    decisions = identify([face, voice], calibration, top_k=2, threshold_llr=0.0)
     # p0: alice = (9-5) + (2.4-2) = 4.4 ; bob = (2-5) + (2.8-2) = -2.2
     assert decisions[0].decision == "alice"
     assert decisions[0].candidates[0].fused_llr == pytest.approx(4.4, abs=1e-5)
@@ -68,6 +68,27 @@ def test_identify_ranks_by_fused_llr_and_says_unknown_below_threshold() -> None:
     assert set(decisions[1].candidates[0].per_modality) == {"face"}
     # p2: voice only: bob = 3.6 - 2 = 1.6
     assert decisions[2].decision == "bob" and decisions[2].modalities == ["voice"]
+
+
+def test_open_set_threshold_grows_with_the_gallery() -> None:
+    # one identity, even prior: odds (0.5 / 1) / (1 - 0.5) = 1 -> threshold 0
+    assert open_set_threshold(1, 0.5) == pytest.approx(0.0)
+    # 5 identities: prior 0.1 each -> odds 0.1/0.9 -> threshold ln 9
+    assert open_set_threshold(5, 0.5) == pytest.approx(np.log(9))
+    assert open_set_threshold(1000) > open_set_threshold(10)
+    face = table("face", [[0.9, 0.2]])
+    cal = {"face": LinearCalibration(10, -5)}  # alice llr 4.0
+    assert identify([face], cal)[0].decision == "alice"  # 2 ids: threshold ln 3 = 1.1
+    assert identify([face], cal, prior_in_gallery=0.01)[0].decision == "unknown"  # ln 199 = 5.3
+
+
+def test_calibration_bounds_the_llr() -> None:
+    cal = LinearCalibration(100.0, -90.0, max_abs_llr=6.0)
+    np.testing.assert_allclose(cal.transform(np.array([0.0, 0.9, 1.0])), [-6.0, 0.0, 6.0])
+    fitted = LinearCalibration().fit(
+        np.array([0.1, 0.2, 0.8, 0.9, 0.95]), np.array([0, 0, 1, 1, 1])
+    )
+    assert fitted.max_abs_llr == pytest.approx(np.log(3))  # 2 non-target trials: odds <= 3:1
 
 
 def test_logistic_calibration_recovers_a_known_llr() -> None:
