@@ -67,6 +67,22 @@ SPECS: dict[str, ModelSpec] = {
             package="resemblyzer",
         ),
         ModelSpec(
+            name="adaface-ir18",
+            modality="face",
+            files={"weights": "adaface-ir18.safetensors"},
+            licence="MIT (mk-minchul/AdaFace); check the training set's terms",
+            provenance="user-provided official checkpoint",
+            description="AdaFace IR-18, 512-d (issue: face)",
+        ),
+        ModelSpec(
+            name="adaface-ir50",
+            modality="face",
+            files={"weights": "adaface-ir50.safetensors"},
+            licence="MIT (mk-minchul/AdaFace); check the training set's terms",
+            provenance="user-provided official checkpoint",
+            description="AdaFace IR-50, 512-d (issue: face)",
+        ),
+        ModelSpec(
             name="adaface-ir101",
             modality="face",
             files={"weights": "adaface-ir101.safetensors"},

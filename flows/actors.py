@@ -50,19 +50,10 @@ def _split(result: Any, chunks: list[list[Any]]) -> list[Any]:
     dropped items (too-short speech gives no row), so its rows go back by key.
     """
     if isinstance(result, Embeddings):
-        parts = []
-        for chunk in chunks:
-            mine = {item.key for item in chunk}
-            rows = [i for i, key in enumerate(result.keys) if key in mine]
-            parts.append(
-                Embeddings(
-                    result.vectors[rows],
-                    result.quality[rows],
-                    [result.keys[i] for i in rows],
-                    result.model_id,
-                )
-            )
-        return parts
+        owners = [{item.key for item in chunk} for chunk in chunks]
+        return [
+            result.take([i for i, key in enumerate(result.keys) if key in mine]) for mine in owners
+        ]
     parts, start = [], 0
     for chunk in chunks:
         parts.append(result[start : start + len(chunk)])

@@ -32,7 +32,9 @@ def _image_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
     areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
     i = int(np.argmax(areas))
     return {
-        "face": Embeddings(faces.vectors[i : i + 1], faces.quality[i : i + 1], ["0"], face.model_id)
+        "face": Embeddings(
+            faces.vectors[i : i + 1], faces.quality[i : i + 1], ["photo"], face.model_id
+        )
     }
 
 
@@ -54,22 +56,15 @@ def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
     rows: dict[str, Embeddings] = {}
     subject = max(ev.tracks, key=lambda t: t.end_s - t.start_s, default=None)
     if subject is not None and ev.face is not None:
-        i = ev.face.keys.index(subject.key)
-        rows["face"] = Embeddings(
-            ev.face.vectors[i : i + 1], ev.face.quality[i : i + 1], [subject.key], ev.face.model_id
-        )
+        rows["face"] = ev.face.take([ev.face.keys.index(subject.key)])
     if ev.voice is not None and len(ev.voice):
-        mine = {s.key for s in ev.segments if s.track_key in (None, getattr(subject, "key", None))}
-        if len(ev.tracks) > 1:  # several people: only speech said while the subject alone was seen
-            mine = {s.key for s in ev.segments if subject and s.track_key == subject.key}
+        if len(ev.tracks) <= 1:  # the subject alone (or nobody) on screen: all speech is theirs
+            mine = {s.key for s in ev.segments}
+        else:  # several people: only what was said while the subject alone was seen
+            mine = {s.key for s in ev.segments if s.track_key == subject.key}
         keep = [i for i, k in enumerate(ev.voice.keys) if k in mine]
         if keep:
-            rows["voice"] = Embeddings(
-                ev.voice.vectors[keep],
-                ev.voice.quality[keep],
-                [ev.voice.keys[i] for i in keep],
-                ev.voice.model_id,
-            )
+            rows["voice"] = ev.voice.take(keep)
     if not rows:
         raise MediaError(f"{path}: neither a face track nor speech found to enroll")
     return rows

@@ -37,6 +37,13 @@ class Embeddings:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    def take(self, rows: Sequence[int]) -> Embeddings:
+        """The given rows, in that order (per-row extras are dropped)."""
+        index = np.asarray(rows, dtype=np.int64)
+        return Embeddings(
+            self.vectors[index], self.quality[index], [self.keys[i] for i in index], self.model_id
+        )
+
     @classmethod
     def empty(cls, dim: int, model_id: str) -> Embeddings:
         return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), [], model_id)
