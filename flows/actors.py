@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,31 +138,41 @@ def actor_name(kind: str, settings: Settings) -> str:
     return f"biofuse-{kind}-{model}-{hashlib.sha1(repr(relevant).encode()).hexdigest()[:8]}"
 
 
-def start_actor(kind: str, settings: Settings) -> tuple[Any, ModelHandle]:
-    """Start (or join) the named actor for `kind` and return a handle to call it."""
+def start_actors(kind: str, settings: Settings) -> tuple[list[Any], ModelHandle]:
+    """Start (or join) the named actors for `kind` and return one handle over all of them.
+
+    Calls go to the actors in turn; each actor still merges the calls it receives
+    into batches, so `actors_per_model` trades batch fill for parallel model work.
+    """
     device = "cuda" if settings.num_gpus > 0 else "cpu"
-    actor = BatchingModelActor.options(
-        name=actor_name(kind, settings),
-        get_if_exists=True,
-        num_cpus=settings.num_cpus_per_actor,
-        num_gpus=settings.num_gpus,
-        max_restarts=2,
-        max_task_retries=2,
-        max_concurrency=64,
-    ).remote(kind, settings.model_dump_json(), device)
+    name = actor_name(kind, settings)
+    actors = [
+        BatchingModelActor.options(
+            name=f"{name}-{i}",
+            get_if_exists=True,
+            num_cpus=settings.num_cpus_per_actor,
+            num_gpus=settings.num_gpus,
+            max_restarts=2,
+            max_task_retries=2,
+            max_concurrency=64,
+        ).remote(kind, settings.model_dump_json(), device)
+        for i in range(settings.actors_per_model)
+    ]
     try:
-        model_id = ray.get(actor.info.remote(), timeout=ACTOR_START_TIMEOUT_S)["model_id"]
+        infos = ray.get([a.info.remote() for a in actors], timeout=ACTOR_START_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError as exc:
         raise BiofuseError(
-            f"the {kind} model actor did not start within {ACTOR_START_TIMEOUT_S} s: the Ray "
+            f"the {kind} model actors did not start within {ACTOR_START_TIMEOUT_S} s: the Ray "
             f"cluster may lack {settings.num_cpus_per_actor} free CPU / {settings.num_gpus} GPU "
-            "(see `ray status`; lower num_cpus_per_actor or add workers)"
+            "per actor (see `ray status`; lower num_cpus_per_actor or add workers)"
         ) from exc
+    turn = itertools.count()
 
     def call(items: Sequence[Any]) -> Any:
+        actor = actors[next(turn) % len(actors)]  # itertools.count is atomic under the GIL
         return ray.get(actor.run.remote(list(items)))
 
-    return actor, ModelHandle(kind, model_id, call)
+    return actors, ModelHandle(kind, infos[0]["model_id"], call)
 
 
 def ensure_ray(settings: Settings) -> None:

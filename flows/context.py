@@ -10,7 +10,7 @@ from biofuse.catalog import Catalog
 from biofuse.config import Settings, load_settings
 from biofuse.registry import Registry
 from biofuse.store import EmbeddingStore
-from flows.actors import ModelHandle, ensure_ray, local_handle, start_actor
+from flows.actors import ModelHandle, ensure_ray, local_handle, start_actors
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Context:
     catalog: Catalog
     store: EmbeddingStore
     handles: dict[str, ModelHandle] = field(default_factory=dict)
-    actors: dict[str, Any] = field(default_factory=dict)
+    actors: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, config_path: str | None = None, **overrides: Any) -> Context:
@@ -31,7 +31,7 @@ class Context:
         if kind not in self.handles:
             if use_ray:
                 ensure_ray(self.settings)
-                self.actors[kind], self.handles[kind] = start_actor(kind, self.settings)
+                self.actors[kind], self.handles[kind] = start_actors(kind, self.settings)
             else:
                 self.handles[kind] = local_handle(kind, self.settings)
         return self.handles[kind]

@@ -73,7 +73,7 @@ def test_archive_flow_records_every_file_and_reruns_write_nothing(
     assert counts["face"] == 2 and counts["voice"] == len(segments)
 
     # The models ran in Ray actors, which batched the calls.
-    face_actor = ray.get_actor(actor_name("face", ctx.settings))
+    face_actor = ray.get_actor(actor_name("face", ctx.settings) + "-0")
     info = ray.get(face_actor.info.remote())
     assert info["items"] >= 40 and info["batches"] <= info["items"]
 
