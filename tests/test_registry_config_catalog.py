@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from biofuse.catalog import DONE, Catalog, SpeechSegment, Track
+from biofuse.catalog import DONE, Base, Catalog, SpeechSegment, Track
 from biofuse.config import load_settings
 from biofuse.errors import ConfigError, ModelMissingError
 from biofuse.registry import Registry, file_sha256
@@ -67,8 +68,33 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
         load_settings(config)
 
 
-def test_catalog_keys_videos_by_content_and_replaces_evidence(tmp_path: Path) -> None:
-    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+def catalog_urls() -> list:
+    """SQLite always; PostgreSQL too when BIOFUSE_TEST_POSTGRES_URL names a server."""
+    urls = [pytest.param("sqlite", id="sqlite")]
+    pg = os.environ.get("BIOFUSE_TEST_POSTGRES_URL")
+    urls.append(
+        pytest.param(
+            pg,
+            id="postgresql",
+            marks=pytest.mark.skipif(
+                not pg, reason="set BIOFUSE_TEST_POSTGRES_URL to run the catalog on PostgreSQL"
+            ),
+        )
+    )
+    return urls
+
+
+@pytest.fixture(params=catalog_urls())
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
+    if request.param == "sqlite":
+        return Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    catalog = Catalog(request.param)
+    Base.metadata.drop_all(catalog.engine)  # a clean schema for each test
+    Base.metadata.create_all(catalog.engine)
+    return catalog
+
+
+def test_catalog_keys_videos_by_content_and_replaces_evidence(catalog: Catalog) -> None:
     first = catalog.register_video("a" * 64, "/archive/x.mp4", 10)
     again = catalog.register_video("a" * 64, "/archive/renamed.mp4", 10)
     assert first.id == again.id
