@@ -197,6 +197,10 @@ def identify(
         print_decisions(decisions)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+
+
 # -- status ------------------------------------------------------------------------------
 @app.command()
 def status(limit: int = typer.Option(20, help="How many failures and runs to list.")) -> None:
@@ -209,7 +213,7 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
     catalog = Catalog(settings.catalog_url)
     counts = catalog.video_counts()
     with catalog.session() as s:
-        hours = s.scalar(select(func.sum(Video.duration_s)).where(Video.status == "done")) or 0.0
+        seconds = s.scalar(select(func.sum(Video.duration_s)).where(Video.status == "done")) or 0
         n_tracks = s.scalar(select(func.count()).select_from(Track)) or 0
         n_ids = s.scalar(select(func.count()).select_from(Identity)) or 0
         n_enr = s.scalar(select(func.count()).select_from(Enrollment)) or 0
@@ -230,7 +234,7 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
     console.print(f"home: {settings.home}")
     console.print(
         "videos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  "
-        f"({hours / 3600:.2f} h processed), tracks {n_tracks}, identities {n_ids} "
+        f"({_duration(seconds)} of video processed), tracks {n_tracks}, identities {n_ids} "
         f"({n_enr} enrollment rows)"
     )
     if failed:

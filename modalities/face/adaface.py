@@ -40,15 +40,18 @@ STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {
     101: (3, 13, 30, 3),
 }
 CHECKPOINT_PREFIX = "model."  # Lightning stores the backbone as the module attribute `model`
-HEAD_PREFIX = "head."  # the margin head, only needed for training
 SAFETENSORS_AVAILABLE = importlib.util.find_spec("safetensors") is not None
 _TORCH_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
+# What parsing a damaged or foreign file can raise (the weights-only unpickler surfaces
+# IndexError / TypeError on garbage). Anything else is a bug and should propagate.
 _READ_ERRORS = (
     OSError,
     EOFError,
     RuntimeError,
     ValueError,
-    KeyError,
+    LookupError,
+    TypeError,
+    AttributeError,
     pickle.UnpicklingError,
     zipfile.BadZipFile,
     struct.error,
@@ -209,10 +212,11 @@ def _torch_load_tensors(path: Path, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
+        refused = [line for line in str(exc).splitlines() if "GLOBAL" in line]
+        if refused:
             raise ModelMissingError(
                 f"{path} holds Python objects besides tensors, which safe loading refuses "
-                f"({str(exc).splitlines()[-1][:200]}). If the file is a trusted official release, "
+                f"({refused[0].strip()[:200]}). If the file is a trusted official release, "
                 "re-save only its weights there: torch.save({'state_dict': "
                 "torch.load(p, weights_only=False)['state_dict']}, out)"
             ) from exc
@@ -388,7 +392,7 @@ class AdaFaceEmbedder:
         return self.model.model_id
 
     def prepare(self, device: str = "cpu") -> None:
-        """Load the weights once; on CUDA use channels_last so bf16 convolutions hit tensor cores."""
+        """Load the weights once; on CUDA, channels_last lets bf16 convolutions use tensor cores."""
         if self._net is not None:
             return
         net = load_adaface_safetensors(self.model.paths["weights"], self.depth)
@@ -454,9 +458,7 @@ class AdaFaceEmbedder:
                 vectors.append(emb.cpu().numpy())
                 norms.append(norm[:, 0].cpu().numpy())
                 fused_norms.append(fused_norm[:, 0].cpu().numpy())
-        extra: dict[str, np.ndarray] = {
-            "feature_norm": np.concatenate(norms).astype(np.float32)
-        }
+        extra: dict[str, np.ndarray] = {"feature_norm": np.concatenate(norms).astype(np.float32)}
         if self.flip_tta:
             extra["flipfused_norm"] = np.concatenate(fused_norms).astype(np.float32)
         return Embeddings(
