@@ -293,7 +293,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"- Start-up: cold wall - warm wall = **{cold['wall_s'] - warm['wall_s']:.1f} s** "
-        f"(Prefect's local API, Ray init, two actors loading their models). Cold run from "
+        f"(Prefect's local API, Ray init, the model actors loading their models). Cold run from "
         f"first video task to last video done: {cold['first_task_start_to_last_done_s']:.1f} s "
         "(catalog `updated_at - processing_s`).",
         f"- Warm: the second run in the same process on a fresh home (new catalog and store), "
@@ -326,10 +326,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"- cold, first video task to last done / bare model time: "
         f"{o['cold_window_over_model']:.2f}",
         "",
-        f"Face calls are {100 * b['face_s'] / b['model_s']:.1f} % of the bare model time, and "
-        "all frames of all videos go through the one face actor, one batch at a time; so "
-        "running videos in parallel cannot make the flow faster than the face model itself, "
-        "whatever the number of CPUs, unless there are more face actors.",
+        f"Face calls are {100 * b['face_s'] / b['model_s']:.1f} % of the bare model time; the "
+        f"flow ran {st['face_actors']} face actor(s) (calls alternate between them, each "
+        "batching what it receives), so it can beat one bare model loop when there are "
+        "cores for them.",
         "",
         "A ratio near 1 means the flow costs little beyond the models. Below 1 is possible: "
         "the flow runs two videos at once and the face and voice actors in separate "
@@ -389,6 +389,8 @@ def main() -> None:
                 "batch_size",
                 "batch_wait_ms",
                 "num_cpus_per_actor",
+                "face_actors",
+                "voice_actors",
                 "face_upsample",
                 "vad",
                 "min_turn_s",

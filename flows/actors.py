@@ -142,7 +142,7 @@ def start_actors(kind: str, settings: Settings) -> tuple[list[Any], ModelHandle]
     """Start (or join) the named actors for `kind` and return one handle over all of them.
 
     Calls go to the actors in turn; each actor still merges the calls it receives
-    into batches, so `actors_per_model` trades batch fill for parallel model work.
+    into batches, so more actors trade batch fill for parallel model work.
     """
     device = "cuda" if settings.num_gpus > 0 else "cpu"
     name = actor_name(kind, settings)
@@ -156,7 +156,7 @@ def start_actors(kind: str, settings: Settings) -> tuple[list[Any], ModelHandle]
             max_task_retries=2,
             max_concurrency=64,
         ).remote(kind, settings.model_dump_json(), device)
-        for i in range(settings.actors_per_model)
+        for i in range(settings.face_actors if kind == "face" else settings.voice_actors)
     ]
     try:
         infos = ray.get([a.info.remote() for a in actors], timeout=ACTOR_START_TIMEOUT_S)
