@@ -10,8 +10,18 @@ import numpy as np
 
 from biofuse.config import Settings
 from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
+from biofuse.registry import Registry, ResolvedModel
 from modalities.base import Embeddings
+
+
+def _resolve_supported(kind: str, name: str, supported: str, settings: Settings) -> ResolvedModel:
+    """The pipeline runs one model per modality so far; say so instead of failing later."""
+    if name != supported:
+        raise ModelMissingError(
+            f"{kind} model {name!r} is not wired into the pipeline yet; "
+            f"use {kind}_model = {supported!r}"
+        )
+    return Registry(settings.models_dir).resolve(name)
 
 
 @dataclass
@@ -34,12 +44,7 @@ class FaceFrameAnalyzer:
     def __init__(self, settings: Settings) -> None:
         from modalities.face.dlib_face import DlibFaceDetector, DlibFaceEmbedder
 
-        if settings.face_model != "dlib-resnet":
-            raise ModelMissingError(
-                f"face model {settings.face_model!r} is not available in this version; "
-                "use face_model = 'dlib-resnet'"
-            )
-        resolved = Registry(settings.models_dir).resolve(settings.face_model)
+        resolved = _resolve_supported("face", settings.face_model, "dlib-resnet", settings)
         self.detector = DlibFaceDetector(resolved, upsample=settings.face_upsample)
         self.embedder = DlibFaceEmbedder(resolved)
         self.model_id = self.embedder.model_id
@@ -80,12 +85,7 @@ class VoiceEmbedder:
     def __init__(self, settings: Settings) -> None:
         from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
 
-        if settings.voice_model != "resemblyzer-ge2e":
-            raise ModelMissingError(
-                f"voice model {settings.voice_model!r} is not available in this version; "
-                "use voice_model = 'resemblyzer-ge2e'"
-            )
-        resolved = Registry(settings.models_dir).resolve(settings.voice_model)
+        resolved = _resolve_supported("voice", settings.voice_model, "resemblyzer-ge2e", settings)
         self.extractor = ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s)
         self.model_id = self.extractor.model_id
         self.dim = self.extractor.dim

@@ -21,6 +21,15 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("BIOFUSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def parity_fixture(name: str, marker: str) -> Path:
+    """A folder of ../shared/fixtures (or $BIOFUSE_SHARED_FIXTURES); skips the test if absent."""
+    default = REPO_ROOT.parent / "shared" / "fixtures"
+    folder = Path(os.environ.get("BIOFUSE_SHARED_FIXTURES", default)) / name
+    if not (folder / marker).is_file():
+        pytest.skip(f"parity fixture {name} not found at {folder}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     root = shared_data_dir()

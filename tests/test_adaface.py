@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import parity_fixture
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import Registry
@@ -38,17 +39,9 @@ EMB_ATOL = 1e-4  # the fixture README's acceptance thresholds (>50x the fp32/fp6
 NORM_RTOL = 1e-4
 
 
-def fixtures_root() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-    return Path(os.environ.get("BIOFUSE_SHARED_FIXTURES", default))
-
-
 @pytest.fixture(scope="module")
 def parity_dir() -> Path:
-    root = fixtures_root() / "adaface_parity"
-    if not (root / "input.npy").is_file():
-        pytest.skip(f"AdaFace parity fixture not found at {root}")
-    return root
+    return parity_fixture("adaface_parity", "input.npy")
 
 
 def _read_json(path: Path) -> list:

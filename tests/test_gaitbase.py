@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import parity_fixture
 
 from biofuse.errors import ModelMissingError
 from modalities.gait import (
@@ -33,17 +33,9 @@ from modalities.gait.gaitbase import horizontal_pooling
 TOL = 1e-4  # the fixture README's acceptance threshold (fp32 vs fp64 differ by 5.5e-7)
 
 
-def fixtures_root() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-    return Path(os.environ.get("BIOFUSE_SHARED_FIXTURES", default))
-
-
 @pytest.fixture(scope="module")
 def parity_dir() -> Path:
-    folder = fixtures_root() / "gaitbase_parity"
-    if not (folder / "keys_gaitbase_casiab.json").is_file():
-        pytest.skip(f"GaitBase parity fixture not found at {folder}")
-    return folder
+    return parity_fixture("gaitbase_parity", "keys_gaitbase_casiab.json")
 
 
 # -- the fixture's weight rule -------------------------------------------------------------
