@@ -184,8 +184,18 @@ def identify(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Rank the gallery's identities for each person seen in the targets."""
+    from sqlalchemy import select
+
+    from biofuse.catalog import Catalog, Track
     from flows.gallery import identify as identify_flow
 
+    keys = [t for t in targets or [] if not Path(t).exists()]
+    if keys:  # refuse unknown track keys before any flow starts
+        with Catalog(load_settings().catalog_url).session() as s:
+            known = set(s.scalars(select(Track.key).where(Track.key.in_(keys))))
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            _fail(BiofuseError(f"neither a file nor a known track key: {', '.join(unknown)}"))
     try:
         decisions = identify_flow(list(targets or []))
     except BiofuseError as exc:

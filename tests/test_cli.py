@@ -50,3 +50,9 @@ def test_enroll_refuses_missing_files_before_doing_anything(home: Path) -> None:
     result = runner.invoke(app, ["--home", str(home), "enroll", "Someone", "/no/such.jpg"])
     assert result.exit_code == 2
     assert "no such file" in result.output
+
+
+def test_identify_refuses_an_unknown_track_key(home: Path) -> None:
+    result = runner.invoke(app, ["--home", str(home), "identify", "no-such-video:t0001"])
+    assert result.exit_code == 2
+    assert "neither a file nor a known track key: no-such-video:t0001" in result.output
