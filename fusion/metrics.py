@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import ndtri
 
 
 class RocCurve(NamedTuple):
@@ -23,6 +24,21 @@ class RocCurve(NamedTuple):
     @property
     def frr(self) -> np.ndarray:
         return 1.0 - self.tar
+
+
+class DetCurve(NamedTuple):
+    """The ROC's operating points as error rates, for DET plots (probit axes)."""
+
+    fmr: np.ndarray  # false match rate: impostor comparisons accepted
+    fnmr: np.ndarray  # false non-match rate: genuine comparisons rejected
+    thresholds: np.ndarray  # accept when score >= threshold; thresholds[0] = +inf
+
+
+class FnirAtFpir(NamedTuple):
+    """Open-set miss rate at the threshold that keeps false positives within budget."""
+
+    fnir: float
+    threshold: float
 
 
 class KFoldResult(NamedTuple):
@@ -193,3 +209,111 @@ def cllr(target_llrs: np.ndarray, nontarget_llrs: np.ndarray) -> float:
     cost_tar = np.mean(np.logaddexp(0.0, -tar)) / np.log(2.0)
     cost_non = np.mean(np.logaddexp(0.0, non)) / np.log(2.0)
     return float(0.5 * (cost_tar + cost_non))
+
+
+def det(genuine: np.ndarray, impostor: np.ndarray) -> DetCurve:
+    """FMR and FNMR at every ROC threshold: the same points as `roc`, as two error rates.
+
+    A DET plot draws FNMR against FMR on probit axes (see `probit`), where the error rates
+    of Gaussian-like score distributions fall on near-straight lines.
+    """
+    curve = roc(genuine, impostor)
+    return DetCurve(fmr=curve.far, fnmr=curve.frr, thresholds=curve.thresholds)
+
+
+def probit(p: np.ndarray | float, eps: float = 1e-9) -> np.ndarray:
+    """Standard-normal quantile of `p`, clipped to [eps, 1 - eps] so 0 and 1 stay finite.
+
+    Error rates of exactly 0 or 1 (the ends of every DET curve) would otherwise map to
+    -inf / +inf and break plot limits; clipping puts them just past the plotted range.
+    """
+    if not 0.0 < eps < 0.5:
+        raise ValueError("eps must be within (0, 0.5)")
+    q = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return np.asarray(ndtri(q))
+
+
+def _search_matrix(scores: np.ndarray, what: str) -> np.ndarray:
+    m = np.asarray(scores, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
+        raise ValueError(f"{what} scores must be (probes, gallery) and non-empty, got {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{what} scores contain NaN or inf")
+    return m
+
+
+def _mated_true_scores_and_ranks(
+    mated_scores: np.ndarray, true_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each mated probe's score for its own identity, and its pessimistic rank (as in `cmc`)."""
+    m = _search_matrix(mated_scores, "mated")
+    t = np.asarray(true_index).reshape(-1)
+    if t.shape[0] != m.shape[0]:
+        raise ValueError(f"{t.shape[0]} true indices for {m.shape[0]} mated probes")
+    if not np.issubdtype(t.dtype, np.integer) or (t < 0).any() or (t >= m.shape[1]).any():
+        raise ValueError("true_index must be gallery column indices (mated probes are enrolled)")
+    true_scores = m[np.arange(m.shape[0]), t]
+    ranks = (m >= true_scores[:, None]).sum(axis=1)
+    return true_scores, ranks
+
+
+def dir_at_rank(
+    mated_scores: np.ndarray, true_index: np.ndarray, threshold: float, rank: int = 1
+) -> float:
+    """Detection and identification rate (ISO/IEC 19795-1, NIST FRVT 1:N): share of mated
+    probes whose true identity is at rank <= `rank` with a score >= `threshold`.
+
+    Open-set search must both find the mate and score it high enough to report it, so DIR is
+    the closed-set CMC cut by the threshold. Ties: a probe's rank counts every gallery score
+    >= its true score (a tie ranks it below the tied identity, as in `cmc`), and a true score
+    equal to the threshold is accepted.
+    """
+    if rank < 1:
+        raise ValueError("rank must be >= 1")
+    true_scores, ranks = _mated_true_scores_and_ranks(mated_scores, true_index)
+    return float(np.mean((ranks <= rank) & (true_scores >= threshold)))
+
+
+def fpir(nonmated_scores: np.ndarray, threshold: float) -> float:
+    """False positive identification rate: share of non-mated probes (nobody enrolled) whose
+    top gallery score is >= `threshold`, i.e. that would return any candidate at all.
+
+    Ties: a top score equal to the threshold is a false positive.
+    """
+    top = _search_matrix(nonmated_scores, "non-mated").max(axis=1)
+    return float(np.mean(top >= threshold))
+
+
+def fnir_at_fpir(
+    mated_scores: np.ndarray,
+    true_index: np.ndarray,
+    nonmated_scores: np.ndarray,
+    target_fpir: float,
+    rank: int = 1,
+) -> FnirAtFpir:
+    """FNIR = 1 - DIR(rank) at the smallest threshold whose FPIR is <= `target_fpir`.
+
+    The smallest admissible threshold gives the lowest miss rate the false-positive budget
+    allows, which is how FRVT 1:N reports FNIR at fixed FPIR. Thresholds are drawn from the
+    scores themselves (non-mated top scores and mated true scores) plus +inf, so a threshold
+    never splits tied scores and the result does not depend on probe order; a non-mated top
+    score tied with the threshold counts as a false positive, so with a tight budget the
+    threshold lands on the next distinct score above the tie. With no admissible score the
+    threshold is +inf (accept nothing, FNIR 1).
+    """
+    if not 0.0 <= target_fpir <= 1.0:
+        raise ValueError("target_fpir must be within [0, 1]")
+    if rank < 1:
+        raise ValueError("rank must be >= 1")
+    true_scores, ranks = _mated_true_scores_and_ranks(mated_scores, true_index)
+    top = np.sort(_search_matrix(nonmated_scores, "non-mated").max(axis=1))
+    candidates = np.unique(np.concatenate([top, true_scores]))  # ascending
+    # FPIR(t) = (non-mated tops >= t) / n, non-increasing in t: the admissible candidates form
+    # an upper tail, so the first admissible one in ascending order is the smallest.
+    rates = (top.size - np.searchsorted(top, candidates, side="left")) / top.size
+    admissible = np.flatnonzero(rates <= target_fpir)
+    if admissible.size == 0:
+        return FnirAtFpir(fnir=1.0, threshold=float("inf"))
+    threshold = float(candidates[admissible[0]])
+    detected = float(np.mean((ranks <= rank) & (true_scores >= threshold)))
+    return FnirAtFpir(fnir=1.0 - detected, threshold=threshold)

@@ -172,3 +172,137 @@ def test_cllr_rejects_empty_and_nan() -> None:
         cllr([], [0.0])
     with pytest.raises(ValueError):
         cllr([0.0], [np.nan])
+
+
+def test_det_is_the_roc_as_two_error_rates() -> None:
+    from fusion.metrics import det
+
+    # Same thresholds as the ROC test above; FMR = FAR, FNMR = 1 - TAR at each.
+    curve = det(GENUINE, IMPOSTOR)
+    np.testing.assert_allclose(curve.thresholds, [np.inf, 0.9, 0.8, 0.6, 0.5, 0.3, 0.2, 0.1])
+    np.testing.assert_allclose(curve.fmr, [0, 0, 0, 0.25, 0.5, 0.5, 0.75, 1])
+    np.testing.assert_allclose(curve.fnmr, [1, 0.75, 0.5, 0.5, 0.25, 0, 0, 0])
+
+
+def test_probit_is_the_normal_quantile_and_stays_finite_at_0_and_1() -> None:
+    from fusion.metrics import probit
+
+    # Phi(0) = .5, Phi(1) = .8413447, Phi(-1.959964) = .025 (the familiar 95% interval).
+    np.testing.assert_allclose(
+        probit([0.5, 0.8413447460685429, 0.025]), [0, 1, -1.959964], atol=1e-6
+    )
+    ends = probit(np.array([0.0, 1.0]))
+    assert np.isfinite(ends).all()
+    # Clipped to [1e-9, 1 - 1e-9]: Phi^-1(1e-9) = -5.9978 and the curve stays symmetric.
+    assert ends[0] == pytest.approx(-5.997807, abs=1e-5)
+    assert ends[1] == pytest.approx(-ends[0])
+    assert probit(0.0, eps=1e-3) == pytest.approx(-3.090232, abs=1e-5)
+
+
+# Open-set search: 3 enrolled identities (columns).
+# Mated probes, true identity in TRUE:
+#   m0 [.9 .2 .1] true 0: true score .9, the best              -> rank 1
+#   m1 [.7 .6 .3] true 1: true score .6, below .7               -> rank 2 (true identity second)
+#   m2 [.5 .5 .4] true 1: true score .5, tied with column 0     -> rank 2 (ties count against)
+#   m3 [.1 .3 .4] true 2: true score .4, the best               -> rank 1
+MATED = np.array([[0.9, 0.2, 0.1], [0.7, 0.6, 0.3], [0.5, 0.5, 0.4], [0.1, 0.3, 0.4]])
+TRUE = np.array([0, 1, 1, 2])
+# Non-mated probes (nobody enrolled); their top scores are .8 .5 .4 .3 .2.
+NONMATED = np.array(
+    [[0.8, 0.1, 0.2], [0.3, 0.5, 0.2], [0.4, 0.4, 0.1], [0.2, 0.1, 0.3], [0.1, 0.2, 0.1]]
+)
+
+
+def test_dir_needs_the_right_rank_and_a_score_over_the_threshold() -> None:
+    from fusion.metrics import cmc, dir_at_rank
+
+    # t=.4, rank 1: m0 (.9) and m3 (.4, equal to the threshold: accepted) -> 2/4
+    assert dir_at_rank(MATED, TRUE, 0.4) == pytest.approx(0.5)
+    # t=.45, rank 1: m3's .4 now falls short -> m0 only, 1/4
+    assert dir_at_rank(MATED, TRUE, 0.45) == pytest.approx(0.25)
+    # t=.4, rank 2: all four are within rank 2 and score >= .4 -> 4/4
+    assert dir_at_rank(MATED, TRUE, 0.4, rank=2) == pytest.approx(1.0)
+    # t=.55, rank 2: m0 (.9) and m1 (.6) pass; m2 (.5) and m3 (.4) fall short -> 2/4
+    assert dir_at_rank(MATED, TRUE, 0.55, rank=2) == pytest.approx(0.5)
+    # With no threshold DIR is the closed-set CMC: ranks 1 2 2 1 -> [2/4, 4/4]
+    for k in (1, 2):
+        assert dir_at_rank(MATED, TRUE, -np.inf, rank=k) == pytest.approx(
+            cmc(MATED, TRUE, 2)[k - 1]
+        )
+
+
+def test_fpir_counts_non_mated_probes_whose_top_score_reaches_the_threshold() -> None:
+    from fusion.metrics import fpir
+
+    # tops .8 .5 .4 .3 .2
+    assert fpir(NONMATED, 0.4) == pytest.approx(3 / 5)  # .8 .5 .4 (tie counts as a hit)
+    assert fpir(NONMATED, 0.45) == pytest.approx(2 / 5)  # .8 .5
+    assert fpir(NONMATED, 0.2) == pytest.approx(1.0)
+    assert fpir(NONMATED, 0.9) == 0.0
+    # Only the top score matters: n2 has .4 twice but is one false positive.
+    assert fpir(NONMATED[2:3], 0.4) == 1.0
+
+
+def test_fnir_at_fpir_takes_the_smallest_threshold_within_budget() -> None:
+    from fusion.metrics import fnir_at_fpir
+
+    # Candidate thresholds = non-mated tops and mated true scores: .2 .3 .4 .5 .6 .8 .9
+    # FPIR at each:                                               1 .8 .6 .4 .2 .2  0
+    # Rank-1 mated true scores: m0 .9, m3 .4 (m1 and m2 are rank 2: misses at any threshold).
+    #
+    # budget .2: .6 is the smallest with FPIR <= .2 (a mated score, below the non-mated .8)
+    #   DIR = m0 only = 1/4 -> FNIR .75
+    r = fnir_at_fpir(MATED, TRUE, NONMATED, 0.2)
+    assert r.threshold == pytest.approx(0.6)
+    assert r.fnir == pytest.approx(0.75)
+    # budget .6: threshold .4; the non-mated top .4 tied with it is counted (FPIR exactly .6);
+    #   DIR = m0 (.9) + m3 (.4) = 2/4 -> FNIR .5
+    fnir, threshold = fnir_at_fpir(MATED, TRUE, NONMATED, 0.6)
+    assert (fnir, threshold) == (pytest.approx(0.5), pytest.approx(0.4))
+    # budget .5: .4 would give FPIR .6 because of the tie, so the threshold cannot sit on it:
+    #   the next candidate .5 (FPIR .4) -> m3's .4 is now missed, FNIR .75
+    r = fnir_at_fpir(MATED, TRUE, NONMATED, 0.5)
+    assert (r.fnir, r.threshold) == (pytest.approx(0.75), pytest.approx(0.5))
+    # budget 0: threshold .9 (above every non-mated top); m0's .9 still passes -> FNIR .75
+    r = fnir_at_fpir(MATED, TRUE, NONMATED, 0.0)
+    assert (r.fnir, r.threshold) == (pytest.approx(0.75), pytest.approx(0.9))
+    # budget 1: threshold .2 accepts everything; only the rank-2 probes miss -> FNIR .5,
+    #   and at rank 2 nobody misses -> FNIR 0
+    r = fnir_at_fpir(MATED, TRUE, NONMATED, 1.0)
+    assert (r.fnir, r.threshold) == (pytest.approx(0.5), pytest.approx(0.2))
+    assert fnir_at_fpir(MATED, TRUE, NONMATED, 1.0, rank=2).fnir == pytest.approx(0.0)
+
+
+def test_fnir_at_fpir_with_no_admissible_score_rejects_everything() -> None:
+    from fusion.metrics import fnir_at_fpir, fpir
+
+    # Candidates .3 (mated) and .5 (non-mated top): both have FPIR 1/1 > 0 -> +inf, FNIR 1.
+    r = fnir_at_fpir(np.array([[0.3, 0.1]]), np.array([0]), np.array([[0.5, 0.2]]), 0.0)
+    assert r.threshold == np.inf
+    assert r.fnir == 1.0
+    assert fpir(np.array([[0.5, 0.2]]), r.threshold) == 0.0
+
+
+def test_open_set_metrics_do_not_depend_on_probe_order() -> None:
+    from fusion.metrics import fnir_at_fpir
+
+    pm, pn = [3, 1, 0, 2], [4, 2, 0, 3, 1]
+    for target in (0.0, 0.2, 0.5, 0.6, 1.0):
+        a = fnir_at_fpir(MATED, TRUE, NONMATED, target)
+        b = fnir_at_fpir(MATED[pm], TRUE[pm], NONMATED[pn], target)
+        assert a == b
+
+
+def test_open_set_metrics_reject_bad_input() -> None:
+    from fusion.metrics import dir_at_rank, fnir_at_fpir, fpir
+
+    with pytest.raises(ValueError):
+        fpir(np.array([0.1, 0.2]), 0.5)  # not (probes, gallery)
+    with pytest.raises(ValueError):
+        fpir(np.array([[0.1, np.nan]]), 0.5)
+    with pytest.raises(ValueError):
+        dir_at_rank(MATED, np.array([0, 1, 1, 3]), 0.5)  # column 3 does not exist
+    with pytest.raises(ValueError):
+        dir_at_rank(MATED, TRUE, 0.5, rank=0)
+    with pytest.raises(ValueError):
+        fnir_at_fpir(MATED, TRUE, NONMATED, 1.5)
