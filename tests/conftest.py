@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +32,30 @@ def parity_fixture(name: str, marker: str) -> Path:
     if not (folder / marker).is_file():
         pytest.skip(f"parity fixture {name} not found at {folder}")
     return folder
+
+
+def seeded_tensor(shape: list[int], branch: str, seed: int) -> torch.Tensor | None:
+    """The parity fixtures' weight rule for one tensor (both READMEs give the same rule).
+
+    None for `skip` (left as the model constructed it).
+    """
+    import math
+
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    if branch == "skip":
+        return None
+    if branch == "running_var":
+        return 0.5 + torch.rand(shape, generator=g)
+    if branch == "mean_or_bias":
+        return 0.1 * torch.randn(shape, generator=g)
+    if branch == "norm_weight":
+        return 1.0 + 0.1 * torch.randn(shape, generator=g)
+    if branch == "fanin_weight":
+        fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+        return torch.randn(shape, generator=g) * (1.0 / math.sqrt(fan_in))
+    raise AssertionError(f"unknown branch {branch!r}")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import parity_fixture
+from conftest import parity_fixture, seeded_tensor
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import Registry
@@ -46,23 +46,6 @@ def parity_dir() -> Path:
 
 def _read_json(path: Path) -> list:
     return json.loads(path.read_text())
-
-
-def seeded_tensor(shape: list[int], branch: str, seed: int) -> torch.Tensor | None:
-    """The fixture's weight rule for one tensor; None for `skip` (left as constructed)."""
-    g = torch.Generator().manual_seed(seed)
-    if branch == "skip":
-        return None
-    if branch == "running_var":
-        return 0.5 + torch.rand(shape, generator=g)
-    if branch == "mean_or_bias":
-        return 0.1 * torch.randn(shape, generator=g)
-    if branch == "norm_weight":
-        return 1.0 + 0.1 * torch.randn(shape, generator=g)
-    if branch == "fanin_weight":
-        fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-        return torch.randn(shape, generator=g) * (1.0 / math.sqrt(fan_in))
-    raise AssertionError(f"unknown branch {branch!r}")
 
 
 @functools.cache

@@ -7,14 +7,13 @@ model's outputs for seeded weights; we replay the same weights into our implemen
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import parity_fixture
+from conftest import parity_fixture, seeded_tensor
 
 from biofuse.errors import ModelMissingError
 from modalities.gait import (
@@ -41,22 +40,6 @@ def parity_dir() -> Path:
 # -- the fixture's weight rule -------------------------------------------------------------
 
 
-def fill_tensor(branch: str, shape: list[int], seed: int) -> torch.Tensor | None:
-    """One tensor by the README's seeded rule; None for `skip` (left as the model has it)."""
-    g = torch.Generator().manual_seed(seed)
-    if branch == "skip":
-        return None
-    if branch == "running_var":
-        return 0.5 + torch.rand(shape, generator=g)
-    if branch == "mean_or_bias":
-        return 0.1 * torch.randn(shape, generator=g)
-    if branch == "norm_weight":
-        return 1.0 + 0.1 * torch.randn(shape, generator=g)
-    assert branch == "fanin_weight", branch
-    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-    return torch.randn(shape, generator=g) * (1.0 / math.sqrt(fan_in))
-
-
 def rule_branch(key: str, tensor: torch.Tensor) -> str:
     """The README's branch for a key of our model (every 1-D `weight` here is a norm's)."""
     if key.endswith("running_var"):
@@ -75,7 +58,7 @@ def seeded_state(model: GaitBase) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     filled = {}
     for i, (key, tensor) in enumerate(state.items()):
-        value = fill_tensor(rule_branch(key, tensor), list(tensor.shape), 1000 + i)
+        value = seeded_tensor(list(tensor.shape), rule_branch(key, tensor), 1000 + i)
         filled[key] = tensor.clone() if value is None else value
     return filled
 
@@ -91,7 +74,7 @@ def replayed_state(official_keys: list[list]) -> dict[str, torch.Tensor]:
     template = build_gaitbase(GAITBASE_CASIAB).state_dict()
     state = {}
     for key, shape, branch, seed in official_keys:
-        value = fill_tensor(branch, shape, seed)
+        value = seeded_tensor(shape, branch, seed)
         state[key] = template[key].clone() if value is None else value
     return state
 
