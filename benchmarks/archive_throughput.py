@@ -35,11 +35,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from biofuse.config import shared_data_dir  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("BIOFUSE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def quiet_prefect(scratch: Path) -> None:
@@ -347,7 +346,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args()
 
-    data = shared_data()
+    data = shared_data_dir()
     if not (data / "lfw-dev").is_dir():
         raise SystemExit(f"shared data not found at {data}; set BIOFUSE_SHARED_DATA")
     scratch = Path(tempfile.mkdtemp(prefix="biofuse-throughput-"))

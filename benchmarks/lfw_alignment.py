@@ -36,8 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from lfw_dlib import CENTRE_BOX, decode_rgb, evaluate, read_pairs, shared_data_dir  # noqa: E402
+from lfw_dlib import CENTRE_BOX, decode_rgb, evaluate, read_pairs  # noqa: E402
 
+from biofuse.config import shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
 from modalities.face.align import (  # noqa: E402
     ARCFACE_TEMPLATE_112,

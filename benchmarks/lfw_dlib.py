@@ -30,6 +30,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from biofuse.config import shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
 from fusion.metrics import (  # noqa: E402
     eer,
@@ -48,11 +49,6 @@ from modalities.face import (  # noqa: E402
 CENTRE_BOX = (70.0, 70.0, 180.0, 180.0)  # the README baseline's fallback for 250x250 LFW images
 DLIB_THRESHOLD = 0.6  # dlib's published Euclidean threshold
 FAR_TARGET = 1e-2
-
-
-def shared_data_dir() -> Path:
-    env = os.environ.get("BIOFUSE_SHARED_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
 @dataclass

@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from biofuse.config import shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
 from modalities.base import Embeddings  # noqa: E402
 from modalities.voice import (  # noqa: E402
@@ -52,10 +53,6 @@ T = TypeVar("T")
 SR = 16000
 FAR_TARGET = 1e-2
 RESULTS = REPO / "benchmarks" / "results"
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("BIOFUSE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 try:
@@ -285,7 +282,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    root = shared_data() / "voice-dev" / "librispeech"
+    root = shared_data_dir() / "voice-dev" / "librispeech"
     if not (root / "utterances.tsv").exists():
         raise SystemExit(f"voice-dev data not found at {root}; set BIOFUSE_SHARED_DATA")
     load_before = [round(x, 2) for x in os.getloadavg()]

@@ -65,6 +65,12 @@ class Settings(BaseModel):
         return self
 
 
+def shared_data_dir() -> Path:
+    """Shared evaluation data: $BIOFUSE_SHARED_DATA, else `shared/data` beside the repository."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("BIOFUSE_SHARED_DATA", default))
+
+
 def _from_environment() -> dict[str, object]:
     values: dict[str, object] = {}
     for name, field in Settings.model_fields.items():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from biofuse.config import shared_data_dir
 from biofuse.errors import BiofuseError
 
 FPS = 10
@@ -53,13 +53,6 @@ class ProbeSpec:
     file: str
     identity: str | None  # None: not in the gallery
     has_audio: bool
-
-
-def default_shared_data() -> Path:
-    env = os.environ.get("BIOFUSE_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _photos(lfw: Path, person: str) -> list[Path]:
@@ -138,7 +131,7 @@ def write_video(path: Path, frames: list[np.ndarray], audio: np.ndarray | None) 
 
 def build_sample_archive(target: Path, shared_data: Path | None = None) -> dict:
     """Write the archive videos and `manifest.json` (enrollment files and truth) into target."""
-    shared = Path(shared_data or default_shared_data())
+    shared = Path(shared_data or shared_data_dir())
     lfw, speech, real = shared / "lfw-dev", shared / "voice-dev" / "librispeech", shared / "video"
     for needed in (lfw, speech):
         if not needed.is_dir():

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from biofuse.config import shared_data_dir
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,10 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="biofuse-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("BIOFUSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 def parity_fixture(name: str, marker: str) -> Path:
