@@ -12,6 +12,7 @@ from sqlalchemy import select
 from biofuse import media
 from biofuse.catalog import DONE, Enrollment, Identity, Result, SpeechSegment, Track, Video
 from biofuse.errors import GalleryError, MediaError
+from biofuse.store import StoredRows
 from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
 from flows.pipeline import SegmentEvidence, analyze_video, probe_evidence
@@ -129,8 +130,13 @@ def enroll(
     return report
 
 
-def load_gallery(ctx: Context, modality: str, model_id: str) -> tuple[list[str], np.ndarray]:
-    """Templates of every enrolled identity for one model (quality-weighted, renormalised)."""
+def load_gallery(
+    ctx: Context, modality: str, model_id: str, stored: StoredRows | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Templates of every enrolled identity for one model (quality-weighted, renormalised).
+
+    `stored` is the group's rows if the caller has read them already.
+    """
     with ctx.catalog.session() as s:
         pairs = s.execute(
             select(Enrollment.store_key, Identity.name)
@@ -140,7 +146,9 @@ def load_gallery(ctx: Context, modality: str, model_id: str) -> tuple[list[str],
     if not pairs:
         return [], np.zeros((0, 0), np.float32)
     owner = dict(pairs)
-    rows = ctx.store.read(modality, model_id, list(owner))
+    if stored is None:
+        stored = ctx.store.read(modality, model_id)
+    rows = stored.select(list(owner))
     return build_templates(rows.vectors, rows.quality, [owner[str(k)] for k in rows.keys])
 
 
@@ -169,7 +177,9 @@ def identify_videos(
 ) -> list[tuple[int, Decision]]:
     """Fused decisions for every probe (person track or unclaimed speech) of the videos."""
     models = {kind: ctx.model_id(kind) for kind in ctx.settings.modalities}
-    galleries = {m: load_gallery(ctx, m, model_id) for m, model_id in models.items()}
+    # each group is read once: enrollment and probe rows share it
+    stored = {m: ctx.store.read(m, model_id) for m, model_id in models.items()}
+    galleries = {m: load_gallery(ctx, m, model_id, stored[m]) for m, model_id in models.items()}
     identities = sorted({n for names, _ in galleries.values() for n in names})
     calibrations = {m: load_default(model_id) for m, model_id in models.items()}
     if not identities:
@@ -183,10 +193,7 @@ def identify_videos(
             )
         track_key = {t.id: t.key for t in tracks}
         wanted = {"face": [t.key for t in tracks], "voice": [s.key for s in segments]}
-        rows = {
-            m: ctx.store.read(m, model_id, wanted[m]).as_embeddings()
-            for m, model_id in models.items()
-        }
+        rows = {m: stored[m].select(wanted[m]).as_embeddings() for m in models}
         seg_ev = [
             SegmentEvidence(s.key, s.start_s, s.end_s, s.quality or 0.0, track_key.get(s.track_id))
             for s in segments
