@@ -26,4 +26,6 @@ fi
 echo "installing biofuse and its dependencies into .venv (first time: a few minutes, ~5 GB)"
 .venv/bin/python -m pip install --quiet --upgrade pip 'setuptools<81' wheel
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# The last MediaPipe that bundles its models; see pyproject.toml for why --no-deps.
+.venv/bin/python -m pip install --quiet --no-deps mediapipe==0.10.21
 echo "$want" > "$stamp"
