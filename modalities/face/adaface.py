@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import os
 import pickle
+import shutil
 import struct
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from biofuse.errors import ModelMissingError
-from biofuse.registry import ResolvedModel
+from biofuse.registry import ModelSpec, ResolvedModel
 from modalities.base import Embeddings, l2_normalise
 
 CHIP_SIZE = 112  # the backbone's input side; 4 stride-2 stages leave a 7x7 map
@@ -239,8 +240,15 @@ def read_adaface_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     `head.*` (the margin head: kernel, t, batch statistics) is training-only and dropped.
     """
     path = Path(path)
-    what = "an AdaFace PyTorch-Lightning checkpoint (.ckpt)"
-    ckpt = _torch_load_tensors(path, what)
+    return _backbone_state(_torch_load_tensors(path, _CKPT_WHAT), path)
+
+
+_CKPT_WHAT = "an AdaFace PyTorch-Lightning checkpoint (.ckpt)"
+
+
+def _backbone_state(ckpt: object, path: Path) -> dict[str, torch.Tensor]:
+    """`model.*` of a loaded Lightning checkpoint, prefix stripped; errors name the file."""
+    what = _CKPT_WHAT
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         top = sorted(map(str, ckpt))[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ModelMissingError(
@@ -276,8 +284,13 @@ def convert_checkpoint(ckpt: Path, out_safetensors: Path, depth: int) -> Path:
     package is installed, else a `torch.save` of the plain state dict (same name; the loader
     tells them apart by content). The write is atomic, so a crash leaves no half file.
     """
-    ckpt, out = Path(ckpt), Path(out_safetensors)
-    model = load_adaface_checkpoint(ckpt, depth)  # validates keys and shapes first
+    ckpt = Path(ckpt)
+    return _write_weights(load_adaface_checkpoint(ckpt, depth), Path(out_safetensors))
+
+
+def _write_weights(model: IRBackbone, out: Path) -> Path:
+    """The loaded (hence validated) backbone's weights, written atomically."""
+    depth = model.depth
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
@@ -342,6 +355,59 @@ def load_adaface_safetensors(path: Path, depth: int) -> IRBackbone:
     ):
         raise ModelMissingError(f"{path} is not a flat name -> tensor dict; expected {what}")
     return _load_into_graph(state, depth, path)
+
+
+def convert_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
+    """`biofuse models add adaface-irN FILE`: install FILE as the spec's weights file.
+
+    An official Lightning `.ckpt` is checked strictly against IR-N and converted (`model.`
+    stripped, `head.*` dropped); a file `convert_checkpoint` already wrote is checked and
+    copied. Returns the facts the registry records next to the sha256s.
+    """
+    depth = int(spec.extra["depth"])
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise ModelMissingError(
+            f"{source} is not a file; expected an AdaFace checkpoint such as "
+            f"adaface_ir{depth}_webface4m.ckpt"
+        )
+    with open(source, "rb") as handle:
+        head = handle.read(16)
+    if _looks_like_safetensors(head, source.stat().st_size):
+        _copy_checked(source, target, depth)
+        return _facts(depth, "converted weights (safetensors)")
+    if not head.startswith(_TORCH_ZIP_MAGIC):
+        raise ModelMissingError(
+            f"{source} is neither a PyTorch checkpoint (a zip archive) nor safetensors; "
+            f"expected an AdaFace release file such as adaface_ir{depth}_webface4m.ckpt. "
+            "Compare its size and sha256 with the official release"
+        )
+    loaded = _torch_load_tensors(source, _CKPT_WHAT)  # once: official files reach 1.5 GB
+    if (
+        isinstance(loaded, Mapping)
+        and loaded
+        and all(isinstance(v, torch.Tensor) for v in loaded.values())
+    ):
+        _copy_checked(source, target, depth)  # convert_checkpoint's torch.save fallback
+        return _facts(depth, "converted weights (torch)")
+    model = _load_into_graph(_backbone_state(loaded, source), depth, source)
+    _write_weights(model, target)
+    return _facts(depth, "lightning checkpoint")
+
+
+def _copy_checked(source: Path, target: Path, depth: int) -> None:
+    load_adaface_safetensors(source, depth)  # validates keys and shapes before installing
+    tmp = target.with_name(target.name + ".partial")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _facts(depth: int, source_format: str) -> dict[str, str]:
+    return {"arch": f"adaface-ir{depth}", "depth": str(depth), "source_format": source_format}
 
 
 # -- the extractor ------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class FaceDetection:
     landmarks5: np.ndarray  # (5, 2) float32: two corners per eye, then the base of the nose
     score: float  # HOG detector confidence; FORCED_BOX_SCORE for a box given by the caller
     inter_eye_px: float  # distance between the eye centres, the usual face-size measure
-    chip: np.ndarray  # (150, 150, 3) uint8 RGB, aligned as the ResNet expects
+    chip: np.ndarray  # (150, 150, 3) uint8 RGB, aligned as the ResNet expects (or (0, 0, 3))
     quality: float  # face_quality(score, inter_eye_px)
 
     @property
@@ -93,7 +93,8 @@ class DlibFaceDetector:
     """HOG face detector plus dlib's 5-point landmarks and aligned chips.
 
     `min_inter_eye_px` drops faces too small for the embedder to say anything useful about;
-    surveillance frames are full of them.
+    surveillance frames are full of them. `make_chips=False` skips dlib's 150-px chip for
+    callers that align themselves (AdaFace's 112-px template); `chip` is then empty.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class DlibFaceDetector:
         upsample: int = 1,
         min_inter_eye_px: float = 8.0,
         adjust_threshold: float = 0.0,
+        make_chips: bool = True,
     ) -> None:
         if upsample < 0:
             raise ValueError("upsample must be >= 0")
@@ -109,6 +111,7 @@ class DlibFaceDetector:
         self.upsample = upsample
         self.min_inter_eye_px = min_inter_eye_px
         self.adjust_threshold = adjust_threshold
+        self.make_chips = make_chips
         self._detector: Any = None
         self._predictor: Any = None
 
@@ -131,7 +134,10 @@ class DlibFaceDetector:
         shape = self._predictor(image, rect)
         landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
         eye_px = _eye_distance(landmarks)
-        chip = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        if self.make_chips:
+            chip = dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        else:
+            chip = np.zeros((0, 0, 3), np.uint8)
         h, w = image.shape[:2]
         box = (
             float(min(max(rect.left(), 0), w)),
