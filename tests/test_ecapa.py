@@ -275,3 +275,43 @@ def test_batches_keep_padding_within_budget() -> None:
         padded = max(lengths[i] for i in group) * len(group)
         assert padded <= 10 * SAMPLE_RATE or len(group) == 1
     assert groups[0] == [1]  # the 9 s turn cannot share with anything
+
+
+@pytest.mark.slow  # builds and copies a second 85 MB release folder
+def test_ecapa_added_through_the_cli_is_the_pipelines_voice_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None, data_root: Path | None
+) -> None:
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app
+    from biofuse.config import load_settings
+    from flows.models import VoiceEmbedder, build_model
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("BIOFUSE_HOME", str(home))  # --home sets it; restored afterwards
+    release = tmp_path / "download" / "spkrec-ecapa-voxceleb"
+    modules = build_release(release, seed=1)
+    settings = load_settings(home=str(home), voice_model="ecapa-voxceleb")
+    with pytest.raises(ModelMissingError, match="biofuse models add ecapa-voxceleb"):
+        VoiceEmbedder(settings)
+
+    result = CliRunner().invoke(
+        app, ["--home", str(home), "models", "add", "ecapa-voxceleb", str(release)]
+    )
+    assert result.exit_code == 0, result.output
+    embedder = build_model("voice", settings)
+    assert embedder.dim == 192 and embedder.model_id.startswith("ecapa-voxceleb-")
+    waves = two_turns(data_root)
+    got = embedder.embed([AudioSegment("a", waves[0]), AudioSegment("b", waves[1])])
+    assert got.keys == ["a", "b"] and got.model_id == embedder.model_id
+    # The registry's copy is what was loaded: the same rows as the modules run directly.
+    np.testing.assert_allclose(got.vectors, direct_embeddings(modules, waves), atol=1e-5)
+
+
+def test_an_unknown_voice_model_names_the_ones_that_work(tmp_path: Path) -> None:
+    from biofuse.config import load_settings
+    from flows.models import VoiceEmbedder
+
+    settings = load_settings(home=str(tmp_path), voice_model="xvector-kaldi")
+    with pytest.raises(ModelMissingError, match="'resemblyzer-ge2e', 'ecapa-voxceleb'"):
+        VoiceEmbedder(settings)

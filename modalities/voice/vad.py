@@ -5,13 +5,18 @@ no embedding rather than a bad one, so this stage drops it. Two detectors:
 
 - `webrtc`: the WebRTC GMM detector (`webrtcvad`) on 16-bit PCM frames, the usual choice;
 - `energy`: a pure-numpy log-energy threshold relative to the recording's own noise floor, for
-  installations without `webrtcvad` and as a cross-check on clean audio.
+  installations without `webrtcvad` and as a cross-check on clean audio;
+- `silero`: Silero VAD v6 (a small neural detector, MIT), whose TorchScript model ships inside
+  the `silero-vad` PyPI package, so it runs offline; 32 ms frames at 16 kHz, fixed.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +42,11 @@ MIN_CONTRAST_DB = 6.0  # below this speech/noise contrast the energy detector fi
 MAX_MARGIN_DB = 12.0  # threshold above the floor on clean audio: quiet phonemes stay speech
 MARGIN_FRACTION = 0.3  # on noisier audio the margin shrinks with the speech/noise contrast
 SNR_RANGE_DB = (-20.0, 60.0)
+VAD_METHODS = ("webrtc", "energy", "silero")
+SILERO_RATE = 16000
+SILERO_FRAME = 512  # samples per Silero decision at 16 kHz (its only frame size there)
+SILERO_THRESHOLD = 0.5  # speech probability above which a frame is speech (Silero's default)
+_SILERO_LOCK = threading.Lock()  # the model keeps recurrent state: one recording at a time
 
 
 @dataclass(frozen=True)
@@ -73,13 +83,16 @@ def detect_speech(
         raise ValueError(
             f"sample rate and frame length must be positive: {sample_rate}, {frame_ms}"
         )
+    frame_s = max(1, int(sample_rate * frame_ms / 1000)) / sample_rate
     if method == "webrtc":
         flags = _webrtc_flags(samples, sample_rate, aggressiveness, frame_ms)
     elif method == "energy":
         flags = _energy_flags(samples, sample_rate, frame_ms)
+    elif method == "silero":
+        flags = _silero_flags(samples, sample_rate)
+        frame_s = SILERO_FRAME / SILERO_RATE
     else:
-        raise ValueError(f"unknown VAD method {method!r}; use 'webrtc' or 'energy'")
-    frame_s = max(1, int(sample_rate * frame_ms / 1000)) / sample_rate
+        raise ValueError(f"unknown VAD method {method!r}; use one of {VAD_METHODS}")
     flags = _smooth(flags, frame_s)
     turns = _runs_to_turns(flags, frame_s, len(samples) / sample_rate)
     turns = merge_turns(turns, merge_gap_s)
@@ -203,6 +216,45 @@ def _webrtc_flags(
         count=n,
     )
     return _trim_run_ends(flags, WEBRTC_OVERHANG_FRAMES[(aggressiveness >= 2, frame_ms)])
+
+
+@cache
+def _silero_model() -> Any:
+    """The packaged TorchScript model, loaded once per process.
+
+    Importing `silero_vad` calls `torch.set_num_threads(1)` for the whole process; the thread
+    count is put back so the speaker encoders in the same process keep theirs.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad import load_silero_vad
+    except ImportError as exc:
+        raise ImportError(
+            "silero VAD needs the `silero-vad` package (it ships the model file); install it "
+            "or use method='webrtc'"
+        ) from exc
+    finally:
+        torch.set_num_threads(threads)
+    return load_silero_vad(onnx=False)
+
+
+def _silero_flags(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    if sample_rate != SILERO_RATE:
+        raise ValueError(
+            f"silero VAD is used at {SILERO_RATE} Hz here, got {sample_rate}; resample first"
+        )
+    import torch
+
+    n = len(samples) // SILERO_FRAME
+    if n == 0:
+        return np.zeros(0, bool)
+    model = _silero_model()
+    with _SILERO_LOCK, torch.inference_mode():
+        # audio_forward resets the model's recurrent state, then scores every 512-sample frame.
+        probs = model.audio_forward(torch.from_numpy(samples[: n * SILERO_FRAME]), sample_rate)
+    return probs.reshape(-1)[:n].numpy() > SILERO_THRESHOLD
 
 
 def _trim_run_ends(flags: np.ndarray, frames: int) -> np.ndarray:
