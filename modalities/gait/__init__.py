@@ -1,5 +1,12 @@
-"""Gait modality: silhouette sequences of a person track -> GaitBase part embeddings."""
+"""Gait modality: silhouette sequences of a person track -> gait embeddings.
 
+The offline default is our GEI + PCA + LDA model (`gei.py`, weights trained on CASIA-B and
+shipped in `weights/`); GaitBase (official OpenGait checkpoints) and our compact GaitBase-like
+model share one extractor (`extractors.py`).
+"""
+
+from modalities.gait.compact import COMPACT_CONFIG
+from modalities.gait.extractors import GaitBaseExtractor
 from modalities.gait.gaitbase import (
     GAITBASE_CASIAB,
     GAITBASE_CONFIGS,
@@ -14,8 +21,13 @@ from modalities.gait.gaitbase import (
     load_gaitbase,
     read_opengait_state_dict,
 )
+from modalities.gait.gei import GeiGaitExtractor, GeiPcaLda
 
 __all__ = [
+    "COMPACT_CONFIG",
+    "GaitBaseExtractor",
+    "GeiGaitExtractor",
+    "GeiPcaLda",
     "GAITBASE_CASIAB",
     "GAITBASE_CONFIGS",
     "GaitBase",

@@ -12,6 +12,12 @@ embeddings drift. Our own implementation of those steps, per frame:
 5. cut 64 columns centred there, zero-padded where they run past the frame.
 
 `to_model_input` then takes the centre 64x44 in 0..1, what the network consumes.
+
+Step 3 resizes the whole row strip, so where a person stands in the frame sets the sub-pixel
+phase of the resampling, and step 4's integer column can flip by one near a tie: the output is
+exact for OpenGait's own frames and odd-integer enlargements on the pixel grid, and otherwise
+equal up to those two effects (figures: benchmarks/body_silhouettes.py). We keep both on
+purpose: they are what the published GaitBase weights were trained on.
 """
 
 from __future__ import annotations
