@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusion.calibration import LinearCalibration
+from fusion.rules import fuse_rule
 from fusion.scores import ModalityScores
+
+if TYPE_CHECKING:
+    from fusion.learned import LearnedFusion
 
 
 def sum_llr(llrs: list[np.ndarray]) -> np.ndarray:
@@ -16,10 +21,7 @@ def sum_llr(llrs: list[np.ndarray]) -> np.ndarray:
     One modality fused alone returns that modality unchanged; a cell with no
     evidence in any modality stays NaN.
     """
-    stack = np.stack(llrs)
-    fused = np.nansum(stack, axis=0)
-    fused[np.all(np.isnan(stack), axis=0)] = np.nan
-    return fused
+    return fuse_rule(llrs, "sum")
 
 
 def open_set_threshold(n_identities: int, prior_in_gallery: float = 0.5) -> float:
@@ -61,10 +63,16 @@ def identify(
     top_k: int = 5,
     threshold_llr: float | None = None,
     prior_in_gallery: float = 0.5,
+    method: str = "sum",
+    weights: dict[str, float] | None = None,
+    learned: LearnedFusion | None = None,
 ) -> list[Decision]:
     """Rank identities per probe by fused LLR; the top one is named if above the threshold.
 
-    The threshold defaults to `open_set_threshold(len(identities), prior_in_gallery)`.
+    Fusion is the rule `method` (fusion.rules) over the calibrated LLRs, or `learned` when
+    given (it refuses tables of other model ids). The threshold defaults to
+    `open_set_threshold(len(identities), prior_in_gallery)`, which assumes LLR outputs;
+    thresholds for other methods come from `biofuse calibrate`.
     """
     if not tables:
         return []
@@ -75,7 +83,11 @@ def identify(
         if t.probes != probes or t.identities != identities:
             raise ValueError("score tables must share probes and identities")
     llrs = [calibrations[t.modality].transform(t.scores) for t in tables]
-    fused = sum_llr(llrs)
+    if learned is not None:
+        fused = learned.fuse_tables(tables)
+    else:
+        w = [(weights or {}).get(t.modality, 1.0) for t in tables]
+        fused = fuse_rule(llrs, method, w, [t.quality for t in tables])  # type: ignore[arg-type]
     decisions = []
     for p, probe in enumerate(probes):
         present = [t.modality for t in tables if not np.all(np.isnan(t.scores[p]))]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from modalities.base import l2_normalise
+
+Metric = Literal["cosine", "gait-euclidean"]
+GAIT_PARTS = 16  # GaitBase's horizontal parts: store rows are [channels, parts] flattened C-order
+# models compared by OpenGait's part-mean Euclidean distance; every other model by cosine
+PART_EUCLIDEAN_MODELS = frozenset({"gaitbase-casiab", "gait-compact-casiab"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,41 @@ def cosine_scores(probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
     return l2_normalise(probes) @ l2_normalise(templates).T
 
 
+def gait_scores(probes: np.ndarray, templates: np.ndarray, parts: int = GAIT_PARTS) -> np.ndarray:
+    """(P, I) minus GaitBase's distance: the Euclidean distance of each part, averaged over parts.
+
+    Rows are `[channels, parts]` flattened; same formula as OpenGait's evaluator (and
+    `modalities.gait.gaitbase.gait_distance`), in numpy so that fusion needs no torch.
+    Negated so that, like every score here, higher means more similar.
+    """
+    p = np.asarray(probes, np.float64)
+    t = np.asarray(templates, np.float64)
+    if len(p) == 0 or len(t) == 0:
+        return np.zeros((len(p), len(t)), np.float32)
+    if p.shape[1] % parts or p.shape[1] != t.shape[1]:
+        raise ValueError(f"gait rows of {p.shape[1]} and {t.shape[1]} values, {parts} parts each")
+    x = p.reshape(len(p), -1, parts).transpose(2, 0, 1)  # [parts, P, c]
+    y = t.reshape(len(t), -1, parts).transpose(2, 0, 1)
+    sq = (x**2).sum(-1)[:, :, None] + (y**2).sum(-1)[:, None, :] - 2 * x @ y.transpose(0, 2, 1)
+    return -np.sqrt(np.maximum(sq, 0.0)).mean(axis=0).astype(np.float32)
+
+
+def similarity(probes: np.ndarray, templates: np.ndarray, metric: Metric = "cosine") -> np.ndarray:
+    """(P, I) similarity under the modality's metric (higher = more similar)."""
+    if metric == "cosine":
+        return cosine_scores(probes, templates)
+    if metric == "gait-euclidean":
+        return gait_scores(probes, templates)
+    raise ValueError(f"unknown similarity metric {metric!r}: use 'cosine' or 'gait-euclidean'")
+
+
+def metric_for_model(model_id: str) -> Metric:
+    """The similarity a model's embeddings are meant to be compared with."""
+    from fusion.calibration import model_name
+
+    return "gait-euclidean" if model_name(model_id) in PART_EUCLIDEAN_MODELS else "cosine"
+
+
 def score_modality(
     modality: str,
     model_id: str,
@@ -38,6 +79,7 @@ def score_modality(
     evidence: dict[str, tuple[np.ndarray, float]],
     identities: list[str],
     templates: np.ndarray,
+    metric: Metric = "cosine",
 ) -> ModalityScores:
     """Scores for every probe in `probe_keys`; probes missing from `evidence` get NaN rows."""
     scores = np.full((len(probe_keys), len(identities)), np.nan, np.float32)
@@ -45,6 +87,6 @@ def score_modality(
     present = [i for i, k in enumerate(probe_keys) if k in evidence]
     if present and len(identities):
         vectors = np.stack([evidence[probe_keys[i]][0] for i in present])
-        scores[present] = cosine_scores(vectors, templates)
+        scores[present] = similarity(vectors, templates, metric)
         quality[present] = [evidence[probe_keys[i]][1] for i in present]
     return ModalityScores(modality, model_id, list(probe_keys), list(identities), scores, quality)
