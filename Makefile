@@ -8,8 +8,13 @@ demo: setup
 	.venv/bin/biofuse demo --workdir demo-output
 
 # The whole suite, slow (model-heavy) tests included; plain `pytest` runs the fast ones.
+# The catalog tests also run on a local PostgreSQL (scripts/postgres.sh starts it; an already
+# exported BIOFUSE_TEST_POSTGRES_URL names another server instead); the analyst page's browser
+# test needs Debian's Chromium (scripts/chromium.sh installs it).
 test: setup
-	.venv/bin/python -m pytest -m "slow or not slow" -q
+	@./scripts/chromium.sh
+	@url="$${BIOFUSE_TEST_POSTGRES_URL:-$$(./scripts/postgres.sh)}" && \
+	BIOFUSE_TEST_POSTGRES_URL="$$url" .venv/bin/python -m pytest -m "slow or not slow" -q
 
 lint: setup
 	.venv/bin/ruff check .

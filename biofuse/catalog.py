@@ -18,13 +18,16 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     create_engine,
     event,
     func,
+    or_,
     select,
+    update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -62,6 +65,10 @@ class Video(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # Who is processing it and until when (see Catalog.claim_video): two workers on one
+    # archive each take a video only while nobody else holds an unexpired lease on it.
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Track(Base):
@@ -127,6 +134,12 @@ class Result(Base):
     """One ranked candidate for one probe (track or speech segment) of an identify run."""
 
     __tablename__ = "results"
+    # The analyst's queries at 100,000 videos (benchmarks/catalog_scale.py): a probe's newest
+    # run is an index-only lookup, and "tracks ranked first as X" starts from the identity.
+    __table_args__ = (
+        Index("ix_results_probe_key_run_id", "probe_key", "run_id"),
+        Index("ix_results_identity_id_rank", "identity_id", "rank"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     probe_key: Mapped[str] = mapped_column(String(96), index=True)
@@ -141,14 +154,19 @@ class Result(Base):
 class Catalog:
     """Thin access layer: sessions plus the few queries the stages need."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, upgrade: bool = True) -> None:
+        """Open the catalog and bring its schema to the newest migration (`upgrade=False`:
+        leave the schema as it is, for tests of the migrations themselves)."""
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = create_engine(url, future=True)
             if url.startswith("sqlite"):
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
+            if upgrade:
+                from biofuse.migrations import upgrade_to_head
+
+                upgrade_to_head(self.engine)
         except SQLAlchemyError as exc:
             raise CatalogError(f"cannot open the catalog at {url}: {exc}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -215,6 +233,60 @@ class Catalog:
                 segment.track_id = by_key[track_key].id if track_key else None
                 s.add(segment)
 
+    def claim_video(self, video_id: int, owner: str, lease_s: float) -> bool:
+        """Take the video for `owner` for `lease_s` seconds; False if done or leased to another.
+
+        One conditional UPDATE, so the claim is atomic on SQLite and PostgreSQL alike;
+        a lease its owner stopped renewing (a killed worker) expires and can be re-claimed.
+        The owner may re-claim its own lease (a task retry).
+        """
+        now = utcnow()
+        claim = (
+            update(Video)
+            .where(
+                Video.id == video_id,
+                Video.status != DONE,
+                or_(
+                    Video.lease_owner.is_(None),
+                    Video.lease_owner == owner,
+                    Video.lease_expires_at < now,
+                ),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + dt.timedelta(seconds=lease_s),
+                status=RUNNING,
+                attempts=Video.attempts + 1,
+                error=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            return s.execute(claim).rowcount == 1
+
+    def renew_lease(self, video_id: int, owner: str, lease_s: float) -> bool:
+        """Push the expiry forward; False if the lease was lost (expired and re-claimed)."""
+        renew = (
+            update(Video)
+            .where(Video.id == video_id, Video.lease_owner == owner)
+            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_s))
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            return s.execute(renew).rowcount == 1
+
+    def release_video(self, video_id: int, owner: str, **fields: Any) -> bool:
+        """Set `fields` (the outcome) and drop the lease, only if `owner` still holds it."""
+        release = (
+            update(Video)
+            .where(Video.id == video_id, Video.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **fields)
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            return s.execute(release).rowcount == 1
+
     def video_counts(self) -> dict[str, int]:
         with self.session() as s:
             rows = s.execute(select(Video.status, func.count()).group_by(Video.status)).all()
@@ -252,3 +324,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# -- gallery versions and the analyst audit log (ops issue; appended, owned by flows/rebuild.py
+# and biofuse/serve) ------------------------------------------------------------------------
+class GalleryVersion(Base):
+    """One built gallery (templates + calibration under `path`); exactly one row is current.
+
+    Readers resolve the current row once and read only its folder, which is complete
+    before the row exists, so switching versions is one catalog transaction.
+    """
+
+    __tablename__ = "gallery_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the inputs
+    current: Mapped[bool] = mapped_column(default=False, index=True)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntry(Base):
+    """One analyst query: who asked what, when, and which results they were shown."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    who: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(200))  # method and path
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status returned
+    result_count: Mapped[int] = mapped_column(Integer, default=0)
+    result_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # first 200 ids shown

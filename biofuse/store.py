@@ -6,10 +6,16 @@ write). Readers read rows below it, so a writer killed mid-unit leaves nothing
 visible, and the next writer overwrites the orphaned rows. A *unit* (a video's
 content hash, an enrollment's media hash) is committed at most once, so
 re-running finished work writes nothing.
+
+The root is a local path or any fsspec URL (`s3://bucket/store`, `memory://x`), opened
+by zarr's FsspecStore. Credentials and endpoints come from `storage_options` or from
+fsspec's own environment variables (e.g. `FSSPEC_S3_ENDPOINT_URL=http://minio:9000`),
+so an object store needs no biofuse setting beyond `store_url`.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,19 +56,41 @@ def _strings(values: np.ndarray) -> np.ndarray:
     return np.array(values.tolist(), dtype=str) if len(values) else np.zeros(0, dtype=str)
 
 
+def _write_error(root: str, exc: OSError) -> StoreError:
+    """What went wrong writing, and what to do; the commit point was not moved."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StoreError(
+            f"the store at {root} is full ({exc}); nothing was committed and earlier rows are "
+            "intact: free space there or point store_url at a larger volume, then re-run"
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreError(
+            f"the store at {root} is not writable ({exc}); nothing was committed: check that "
+            "its volume is mounted read-write and its permissions, then re-run"
+        )
+    return StoreError(f"writing to the store at {root} failed ({exc}); nothing was committed")
+
+
 def _is_local(root: str) -> bool:
-    return "://" not in root or root.startswith("file://")
+    return "://" not in root
 
 
 class EmbeddingStore:
     """All embedding rows of one installation, one group per (modality, model)."""
 
     def __init__(self, root: str | Path, storage_options: dict[str, Any] | None = None) -> None:
-        self.root = str(root)
+        # file:// is a local path: zarr's LocalStore creates folders, fsspec's local one doesn't
+        self.root = str(root).removeprefix("file://")
         self.storage_options = storage_options
         self._units: dict[str, tuple[int, set[str]]] = {}  # group -> (committed, units)
         if _is_local(self.root):
-            Path(self.root.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the store folder {self.root}: {exc}; "
+                    "check the path and its permissions (store_url)"
+                ) from exc
 
     # -- layout ---------------------------------------------------------------------
     def _path(self, modality: str, model_id: str) -> str:
@@ -84,7 +112,7 @@ class EmbeddingStore:
         """One writer per group: a lock file beside a local store (object stores: one flow)."""
         if not _is_local(self.root):
             return None
-        root = Path(self.root.removeprefix("file://"))
+        root = Path(self.root)
         lock_dir = root.parent / f"{root.name}.locks"  # outside the Zarr hierarchy
         lock_dir.mkdir(parents=True, exist_ok=True)
         return FileLock(str(lock_dir / f"{modality}--{model_id}.lock"), timeout=600)
@@ -106,7 +134,9 @@ class EmbeddingStore:
         try:
             root = zarr.open_group(self.root, mode="a", storage_options=self.storage_options)
             group = root.require_group(modality).require_group(model_id)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise _write_error(self.root, exc) from exc
+        except ValueError as exc:
             raise StoreError(f"cannot create {modality}/{model_id} in {self.root}: {exc}") from exc
         if "committed" not in group.attrs:
             group.attrs.update(
@@ -152,8 +182,9 @@ class EmbeddingStore:
         """
         if len(rows) == 0:
             return 0
-        lock = self._lock(modality, rows.model_id)
+        lock = None
         try:
+            lock = self._lock(modality, rows.model_id)
             if lock is not None:
                 lock.acquire()
             group = self._require(modality, rows.model_id, rows.dim)
@@ -173,12 +204,8 @@ class EmbeddingStore:
             group["units"][start:stop] = np.asarray([unit] * len(rows), dtype=str)
             group.attrs["committed"] = stop  # the commit point
             return len(rows)
-        except PermissionError as exc:
-            raise StoreError(
-                f"the store at {self.root} is not writable ({exc}); check its permissions"
-            ) from exc
         except OSError as exc:
-            raise StoreError(f"writing to the store at {self.root} failed: {exc}") from exc
+            raise _write_error(self.root, exc) from exc
         finally:
             if lock is not None and lock.is_locked:
                 lock.release()

@@ -72,6 +72,26 @@ def test_absent_group_reads_empty_and_dim_mismatch_is_an_error(tmp_path: Path) -
         store.commit("face", "b", rows_for("b", 2, dim=16))
 
 
+@pytest.mark.parametrize("scheme", ["memory", "file"])
+def test_fsspec_urls_store_and_read_like_a_local_path(tmp_path: Path, scheme: str) -> None:
+    """store_url may be any fsspec URL (s3:// at scale); memory:// and file:// stand in here."""
+    url = (
+        f"memory://biofuse-{tmp_path.name}/store" if scheme == "memory" else f"file://{tmp_path}/s"
+    )
+    store = EmbeddingStore(url)
+    a, b = rows_for("video-a", 3), rows_for("video-b", 2)
+    assert store.commit("face", "video-a", a) == 3
+    assert store.commit("face", "video-b", b) == 2
+    again = EmbeddingStore(url)  # a second writer sees the first's commits
+    assert again.commit("face", "video-a", a) == 0
+    assert again.has_unit("face", a.model_id, "video-b")
+    got = again.read("face", a.model_id)
+    np.testing.assert_array_equal(got.vectors, np.concatenate([a.vectors, b.vectors]))
+    assert again.groups() == [("face", a.model_id, 5)]
+    if scheme == "file":  # the same bytes as the plain-path store
+        assert len(EmbeddingStore(tmp_path / "s").read("face", a.model_id)) == 5
+
+
 WRITER = """
 import sys
 sys.path.insert(0, {repo!r})

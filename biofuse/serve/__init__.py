@@ -1,0 +1,1 @@
+"""`biofuse serve`: the analyst API and web page (FastAPI, static files, no build step)."""

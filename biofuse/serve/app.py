@@ -1,0 +1,560 @@
+"""Analyst access: a token-protected JSON API over the catalog and a small local web page.
+
+Read-only: analysts see what the flows recorded (tracks, identify results, the
+gallery version) and never trigger processing. Every API request, refused ones
+included, leaves an `AuditEntry` row saying who asked what and which ids they saw.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real annotation objects of
+# the route functions, which refer to names local to `create_app`.
+
+import functools
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from biofuse.catalog import (
+    AuditEntry,
+    Catalog,
+    Enrollment,
+    GalleryVersion,
+    Identity,
+    Result,
+    Run,
+    SpeechSegment,
+    Track,
+    Video,
+)
+from biofuse.config import Settings
+from biofuse.errors import BiofuseError, ConfigError, MediaError
+from biofuse.serve.thumbnails import thumbnail
+from fusion.fuse import open_set_threshold
+
+STATIC = Path(__file__).with_name("static")
+MAX_AUDITED_IDS = 200
+MAX_ID = 2**31 - 1  # catalog ids are 32-bit integers on PostgreSQL
+TEXT = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as a 422, not a 500
+
+
+# -- response models (they are the OpenAPI schema) -----------------------------------------
+class VideoOut(BaseModel):
+    id: int
+    name: str
+    status: str
+    duration_s: float | None
+    tracks: int
+
+
+class TopCandidate(BaseModel):
+    identity: str
+    fused_llr: float
+    decision: str  # match | unknown
+
+
+class TrackOut(BaseModel):
+    key: str
+    video_id: int
+    video: str
+    start_s: float
+    end_s: float
+    detections: int
+    quality: float | None
+    top: TopCandidate | None
+
+
+class ModalityEvidence(BaseModel):
+    score: float
+    llr: float
+    quality: float | None
+    model_id: str | None
+
+
+class CandidateOut(BaseModel):
+    rank: int
+    identity: str
+    fused_llr: float
+    modalities: dict[str, ModalityEvidence]
+
+
+class DecisionOut(BaseModel):
+    decision: str  # the identity named, or "unknown"
+    threshold_llr: float | None
+    prior_in_gallery: float
+    gallery_size: int
+    threshold_from: str
+    contributions: dict[str, float]  # modality -> LLR it added to the top candidate
+    why: str
+
+
+class SegmentOut(BaseModel):
+    key: str
+    start_s: float
+    end_s: float
+    quality: float | None
+
+
+class TrackDetail(TrackOut):
+    run_id: int | None
+    speech: list[SegmentOut]
+    candidates: list[CandidateOut]
+    decision: DecisionOut | None
+
+
+class IdentityOut(BaseModel):
+    name: str
+    enrollments: dict[str, int]  # modality -> enrollment rows
+    tracks_named: int  # tracks whose latest decision names this identity
+
+
+class GalleryOut(BaseModel):
+    version: int | None
+    created_at: str | None
+    model_ids: dict[str, str]
+    template_counts: dict[str, int]
+    calibration: dict[str, dict[str, Any]]
+
+
+class AuditOut(BaseModel):
+    at: str
+    who: str
+    action: str
+    params: dict[str, Any]
+    status: int
+    result_count: int
+    result_ids: list[Any]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or unknown token"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: {"model": Problem, "description": "no such item"},
+}
+
+
+# -- tokens and the audit log -------------------------------------------------------------
+def parse_tokens(entries: list[str]) -> dict[str, str]:
+    """token -> who: "name=token" audits as name, a bare token as its short digest."""
+    out = {}
+    for entry in entries:
+        name, sep, token = entry.partition("=")
+        if not sep:
+            name, token = f"token:{hashlib.sha256(entry.encode()).hexdigest()[:8]}", entry
+        if not token.strip():
+            raise ConfigError(f"empty API token in {entry!r}; use name=token or a bare token")
+        out[token.strip()] = name.strip()
+    return out
+
+
+class Audit:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def write(self, request: Request, who: str, status: int, ids: list[Any] | None = None) -> None:
+        ids = ids or []
+        params: dict[str, Any] = dict(request.query_params)
+        params.update({k: str(v) for k, v in request.path_params.items()})
+        with self.catalog.session() as s:
+            s.add(
+                AuditEntry(
+                    who=who,
+                    action=f"{request.method} {request.url.path}"[:200],
+                    params=params,
+                    status=status,
+                    result_count=len(ids),
+                    result_ids=ids[:MAX_AUDITED_IDS],
+                )
+            )
+
+
+# -- the app ------------------------------------------------------------------------------
+def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
+    """The analyst app over the catalog of `settings`; tokens add to `settings.api_tokens`."""
+    known = parse_tokens([*settings.api_tokens, *(tokens or [])])
+    if not known:
+        raise ConfigError(
+            "no API tokens: set api_tokens in biofuse.toml, BIOFUSE_API_TOKENS, "
+            "or pass `biofuse serve --token NAME=SECRET`"
+        )
+    catalog = Catalog(settings.catalog_url)
+    audit = Audit(catalog)
+    thumbs = Path(settings.home) / "thumbnails"
+    bearer = HTTPBearer(auto_error=False, description="an analyst token from the operator")
+    app = FastAPI(
+        title="biofuse analyst API",
+        version="1",
+        description="Tracks, identify results and the gallery; every request is audited.",
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN; the schema is /openapi.json
+        redoc_url=None,
+    )
+
+    def analyst(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        given = credentials.credentials if credentials is not None else ""
+        for token, who in known.items():
+            if hmac.compare_digest(given.encode(), token.encode()):
+                return who
+        audit.write(request, "anonymous", 401)
+        raise HTTPException(401, "missing or unknown token", {"WWW-Authenticate": "Bearer"})
+
+    Analyst = Annotated[str, Depends(analyst)]
+
+    def not_found(request: Request, who: str, what: str) -> HTTPException:
+        audit.write(request, who, 404)
+        return HTTPException(404, what)
+
+    @app.get("/api/videos", response_model=list[VideoOut], responses=ERRORS)
+    def videos(
+        request: Request,
+        who: Analyst,
+        name: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[VideoOut]:
+        """Videos in the catalog (optionally those whose file name contains `name`)."""
+        with catalog.session() as s:
+            counts = select(Track.video_id, func.count().label("n")).group_by(Track.video_id)
+            sub = counts.subquery()
+            query = (
+                select(Video, func.coalesce(sub.c.n, 0))
+                .outerjoin(sub, sub.c.video_id == Video.id)
+                .order_by(Video.id)
+            )
+            if name:
+                query = query.where(Video.path.contains(name))
+            rows = s.execute(query.limit(limit)).all()
+        out = [
+            VideoOut(
+                id=v.id, name=Path(v.path).name, status=v.status, duration_s=v.duration_s, tracks=n
+            )
+            for v, n in rows
+        ]
+        audit.write(request, who, 200, [v.id for v in out])
+        return out
+
+    @app.get("/api/tracks", response_model=list[TrackOut], responses=ERRORS)
+    def tracks(
+        request: Request,
+        who: Analyst,
+        video_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+        start_s: Annotated[float | None, Query(ge=0, le=1e9)] = None,
+        end_s: Annotated[float | None, Query(ge=0, le=1e9)] = None,
+        identity: Annotated[str | None, Query(max_length=200, pattern=TEXT)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> list[TrackOut]:
+        """Tracks by video, by time range (overlapping it) or by the identity ranked first."""
+        with catalog.session() as s:
+            query = select(Track, Video.path).join(Video, Video.id == Track.video_id)
+            if video_id is not None:
+                query = query.where(Track.video_id == video_id)
+            if start_s is not None:
+                query = query.where(Track.end_s >= start_s)
+            if end_s is not None:
+                query = query.where(Track.start_s <= end_s)
+            if identity:
+                latest = _latest_results(s, rank=1, identity=identity)
+                query = query.where(Track.key.in_(list(latest)))
+            rows = s.execute(
+                query.order_by(Track.video_id, Track.start_s).offset(offset).limit(limit)
+            ).all()
+            top = _latest_results(s, rank=1, keys=[t.key for t, _ in rows])
+        out = [_track_out(t, path, top.get(t.key)) for t, path in rows]
+        audit.write(request, who, 200, [t.key for t in out])
+        return out
+
+    @app.get("/api/tracks/{key}", response_model=TrackDetail, responses=NOT_FOUND)
+    def track(
+        request: Request, who: Analyst, key: Annotated[str, PathParam(max_length=200, pattern=TEXT)]
+    ) -> TrackDetail:
+        """One track: its speech, ranked candidates with per-modality evidence, the decision."""
+        with catalog.session() as s:
+            row = s.execute(
+                select(Track, Video.path)
+                .join(Video, Video.id == Track.video_id)
+                .where(Track.key == key)
+            ).first()
+            if row is None:
+                raise not_found(request, who, f"no track {key!r}; list them with /api/tracks")
+            t, path = row
+            speech = list(
+                s.scalars(
+                    select(SpeechSegment)
+                    .where(SpeechSegment.track_id == t.id)
+                    .order_by(SpeechSegment.start_s)
+                )
+            )
+            ranked = _latest_results(s, keys=[key]).get(key, [])
+            run = s.get(Run, ranked[0][0].run_id) if ranked else None
+            size = _gallery_size(s)
+        qualities = {
+            "face": t.quality,
+            "voice": max((g.quality or 0.0 for g in speech), default=None),
+        }
+        candidates = [_candidate(r, name, qualities, settings) for r, name in ranked]
+        detail = TrackDetail(
+            **_track_out(t, path, ranked).model_dump(),
+            run_id=run.id if run else None,
+            speech=[
+                SegmentOut(key=g.key, start_s=g.start_s, end_s=g.end_s, quality=g.quality)
+                for g in speech
+            ],
+            candidates=candidates,
+            decision=_decision(candidates, ranked, run, size, settings) if ranked else None,
+        )
+        audit.write(request, who, 200, [c.identity for c in candidates])
+        return detail
+
+    @app.get(
+        "/api/tracks/{key}/thumbnail/{kind}",
+        response_class=FileResponse,
+        responses={
+            **NOT_FOUND,
+            200: {"content": {"image/jpeg": {}}, "description": "a JPEG"},
+        },
+    )
+    def track_thumbnail(
+        request: Request,
+        who: Analyst,
+        key: Annotated[str, PathParam(max_length=200, pattern=TEXT)],
+        kind: Literal["face", "body"],
+    ) -> FileResponse:
+        """The face or body of the track at its best view (cached after the first request)."""
+        with catalog.session() as s:
+            row = s.execute(
+                select(Track.boxes, Video.path)
+                .join(Video, Video.id == Track.video_id)
+                .where(Track.key == key)
+            ).first()
+        if row is None:
+            raise not_found(request, who, f"no track {key!r}")
+        try:
+            file = thumbnail(thumbs, key, kind, Path(row[1]), row[0])
+        except MediaError as exc:
+            raise not_found(request, who, f"no {kind} thumbnail: {exc}") from exc
+        audit.write(request, who, 200, [key])
+        return FileResponse(file, media_type="image/jpeg")
+
+    @app.get("/api/identities", response_model=list[IdentityOut], responses=ERRORS)
+    def identities(request: Request, who: Analyst) -> list[IdentityOut]:
+        """Enrolled identities with their evidence and how many tracks were named as them."""
+        with catalog.session() as s:
+            enrolled = s.execute(
+                select(Identity.name, Enrollment.modality, func.count())
+                .join(Enrollment, Enrollment.identity_id == Identity.id)
+                .group_by(Identity.name, Enrollment.modality)
+            ).all()
+            named: dict[str, int] = {}
+            for rows in _latest_results(s, rank=1).values():
+                r, name = rows[0]
+                if r.decision == "match":
+                    named[name] = named.get(name, 0) + 1
+        by_name: dict[str, dict[str, int]] = {}
+        for name, modality, n in enrolled:
+            by_name.setdefault(name, {})[modality] = n
+        out = [
+            IdentityOut(name=n, enrollments=e, tracks_named=named.get(n, 0))
+            for n, e in sorted(by_name.items())
+        ]
+        audit.write(request, who, 200, [i.name for i in out])
+        return out
+
+    @app.get("/api/gallery", response_model=GalleryOut, responses=ERRORS)
+    def gallery(request: Request, who: Analyst) -> GalleryOut:
+        """The current gallery version (all nulls and empties before the first rebuild)."""
+        with catalog.session() as s:
+            row = s.scalar(select(GalleryVersion).where(GalleryVersion.current.is_(True)))
+        m = row.manifest if row is not None else {}
+        out = GalleryOut(
+            version=row.number if row is not None else None,
+            created_at=m.get("created_at"),
+            model_ids=m.get("model_ids", {}),
+            template_counts=m.get("template_counts", {}),
+            calibration=m.get("calibration", {}),
+        )
+        audit.write(request, who, 200, [out.version] if out.version is not None else [])
+        return out
+
+    @app.get("/api/audit", response_model=list[AuditOut], responses=ERRORS)
+    def audit_log(
+        request: Request,
+        who: Analyst,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        analyst_name: Annotated[
+            str | None, Query(alias="who", max_length=200, pattern=TEXT)
+        ] = None,
+    ) -> list[AuditOut]:
+        """The newest audit entries (this request included), optionally of one analyst."""
+        audit.write(request, who, 200)
+        with catalog.session() as s:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if analyst_name:
+                query = query.where(AuditEntry.who == analyst_name)
+            rows = list(s.scalars(query))
+        return [
+            AuditOut(
+                at=r.at.isoformat(),
+                who=r.who,
+                action=r.action,
+                params=r.params,
+                status=r.status,
+                result_count=r.result_count,
+                result_ids=r.result_ids,
+            )
+            for r in rows
+        ]
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+# -- queries ------------------------------------------------------------------------------
+def _latest_results(
+    s: Any,
+    keys: list[str] | None = None,
+    rank: int | None = None,
+    identity: str | None = None,
+) -> dict[str, list[tuple[Result, str]]]:
+    """probe key -> its (Result, identity name) rows of the newest identify run, by rank."""
+    # Narrow the newest-run lookup to the probes asked about before grouping: grouping all of
+    # `results` (1M rows at 100k videos) on every call took 1.5 s on SQLite.
+    newest_runs = select(Result.probe_key, func.max(Result.run_id).label("run_id"))
+    if keys is not None:
+        newest_runs = newest_runs.where(Result.probe_key.in_(keys))
+    if identity is not None:
+        ranked_it = (
+            select(Result.probe_key)
+            .join(Identity, Identity.id == Result.identity_id)
+            .where(Identity.name == identity, Result.rank == (rank or 1))
+        )
+        newest_runs = newest_runs.where(Result.probe_key.in_(ranked_it))
+    newest = newest_runs.group_by(Result.probe_key).subquery()
+    query = (
+        select(Result, Identity.name)
+        .join(newest, (newest.c.probe_key == Result.probe_key) & (newest.c.run_id == Result.run_id))
+        .join(Identity, Identity.id == Result.identity_id)
+        .order_by(Result.probe_key, Result.rank)
+    )
+    if keys is not None:
+        query = query.where(Result.probe_key.in_(keys))
+    if rank is not None:
+        query = query.where(Result.rank == rank)
+    if identity is not None:
+        query = query.where(Identity.name == identity)
+    out: dict[str, list[tuple[Result, str]]] = {}
+    for r, name in s.execute(query).all():
+        out.setdefault(r.probe_key, []).append((r, name))
+    return out
+
+
+def _gallery_size(s: Any) -> int:
+    """Identities the open-set threshold was set for: the current version's, else enrolled."""
+    row = s.scalar(select(GalleryVersion).where(GalleryVersion.current.is_(True)))
+    if row is not None and row.manifest.get("identities"):
+        return len(row.manifest["identities"])
+    return s.scalar(select(func.count(func.distinct(Enrollment.identity_id)))) or 0
+
+
+def _track_out(t: Track, path: str, top: list[tuple[Result, str]] | None) -> TrackOut:
+    best = None
+    if top:
+        r, name = top[0]
+        best = TopCandidate(identity=name, fused_llr=r.fused_llr, decision=r.decision)
+    return TrackOut(
+        key=t.key,
+        video_id=t.video_id,
+        video=Path(path).name,
+        start_s=t.start_s,
+        end_s=t.end_s,
+        detections=t.n_detections,
+        quality=t.quality,
+        top=best,
+    )
+
+
+def _configured_model(modality: str, settings: Settings) -> str | None:
+    name = getattr(settings, f"{modality}_model", None)
+    return None if name is None else _model_id(str(name), str(settings.models_dir))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_id(name: str, models_dir: str) -> str:
+    """name + weights digest, resolved once per process (hashing weights is not per request)."""
+    from biofuse.registry import Registry
+
+    try:
+        return Registry(Path(models_dir)).resolve(name).model_id
+    except BiofuseError:
+        return name
+
+
+def _candidate(
+    r: Result, name: str, qualities: dict[str, float | None], settings: Settings
+) -> CandidateOut:
+    evidence = {}
+    for modality, v in (r.scores or {}).items():
+        # identify may record the model id per modality; else it is the configured one
+        model_id = v.get("model_id") or _configured_model(modality, settings)
+        evidence[modality] = ModalityEvidence(
+            score=v["score"], llr=v["llr"], quality=qualities.get(modality), model_id=model_id
+        )
+    return CandidateOut(rank=r.rank, identity=name, fused_llr=r.fused_llr, modalities=evidence)
+
+
+def _decision(
+    candidates: list[CandidateOut],
+    ranked: list[tuple[Result, str]],
+    run: Run | None,
+    size: int,
+    settings: Settings,
+) -> DecisionOut:
+    """The open-set decision as recorded, with the threshold and evidence that explain it."""
+    top, (top_row, _) = candidates[0], ranked[0]
+    named = top.identity if top_row.decision == "match" else "unknown"
+    summary = run.summary if run is not None else {}
+    prior = float(summary.get("prior_in_gallery", settings.prior_in_gallery))
+    if "threshold_llr" in summary:
+        threshold, source = float(summary["threshold_llr"]), "recorded by the identify run"
+        size = int(summary.get("gallery_size", size))
+    elif size >= 1:
+        threshold = open_set_threshold(size, prior)
+        source = "recomputed from the current gallery size and the configured prior"
+    else:
+        threshold, source = None, "unknown: no gallery"
+    contributions = {m: e.llr for m, e in top.modalities.items()}
+    parts = ", ".join(f"{m} {v:+.1f}" for m, v in contributions.items()) or "no modality"
+    bound = f"{threshold:+.1f}" if threshold is not None else "?"
+    verb = "exceeds" if named != "unknown" else "does not exceed"
+    why = (
+        f"the best candidate {top.identity} has fused LLR {top.fused_llr:+.1f} ({parts}), "
+        f"which {verb} the open-set threshold {bound} for {size} identities at prior "
+        f"{prior:g}; decision: {named}"
+    )
+    return DecisionOut(
+        decision=named,
+        threshold_llr=threshold,
+        prior_in_gallery=prior,
+        gallery_size=size,
+        threshold_from=source,
+        contributions=contributions,
+        why=why,
+    )

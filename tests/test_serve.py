@@ -1,0 +1,376 @@
+"""The analyst API and page on a catalog built by a real small run (two videos, two people).
+
+The run (process two talking-head videos, enroll AOC and Tony Blair, identify) is
+built once for the module; the API, schemathesis and headless Chromium all read it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from biofuse.catalog import AuditEntry, Catalog
+from biofuse.config import Settings, load_settings
+from biofuse.errors import ConfigError
+from biofuse.serve.app import create_app, parse_tokens
+from biofuse.serve.thumbnails import crop_box, frame_at
+
+TOKEN = "s3cret-analyst-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- without a run -------------------------------------------------------------------------
+def test_tokens_are_audited_by_name_or_by_digest() -> None:
+    tokens = parse_tokens(["alice=abc", "xyz"])
+    assert tokens["abc"] == "alice"
+    assert tokens["xyz"].startswith("token:") and "xyz" not in tokens["xyz"]
+    with pytest.raises(ConfigError, match="empty API token"):
+        parse_tokens(["bob="])
+
+
+def test_the_app_refuses_to_start_without_tokens(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no API tokens"):
+        create_app(load_settings(home=str(tmp_path)))
+
+
+def test_requests_without_the_token_get_401_and_are_audited(tmp_path: Path) -> None:
+    settings = load_settings(home=str(tmp_path), api_tokens=[f"alice={TOKEN}"])
+    client = TestClient(create_app(settings))
+    assert client.get("/api/tracks").status_code == 401
+    wrong = client.get("/api/tracks", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.get("/api/tracks", headers=AUTH).json() == []
+    with Catalog(settings.catalog_url).session() as s:
+        rows = [(a.who, a.status) for a in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert rows == [("anonymous", 401), ("anonymous", 401), ("alice", 200)]
+    page = client.get("/")  # the page itself is public; it holds no data
+    assert page.status_code == 200 and "biofuse" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_tokens_come_from_the_environment_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BIOFUSE_API_TOKENS", "bob=b0b-token, carol=c4rol-token")
+    client = TestClient(create_app(load_settings(home=str(tmp_path)), ["dave=d4ve"]))
+    for token in ("b0b-token", "c4rol-token", "d4ve"):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/gallery", headers=headers).status_code == 200
+    entries = client.get("/api/audit", headers={"Authorization": "Bearer d4ve"}).json()
+    assert [e["who"] for e in entries] == ["dave", "dave", "carol", "bob"]
+    assert client.get("/openapi.json").json()["info"]["title"] == "biofuse analyst API"
+
+
+def test_serve_without_tokens_says_how_to_give_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app
+
+    monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path))  # --home sets it; put the old value back
+    result = CliRunner().invoke(
+        app, ["--home", str(tmp_path), "serve"], env={"BIOFUSE_API_TOKENS": ""}
+    )
+    assert result.exit_code == 2 and "--token" in result.output
+
+
+def test_frame_at_seeks_to_the_frame_shown_at_that_time(tmp_path: Path) -> None:
+    from biofuse.sample_archive import FPS, SIZE, write_video
+
+    # frame i is a flat grey of level 8 * i: the decoded level tells which frame came back
+    frames = [np.full((SIZE[1], SIZE[0], 3), 8 * i, np.uint8) for i in range(30)]
+    write_video(tmp_path / "ramp.mp4", frames, None)
+    for index in (0, 7, 23):
+        image = frame_at(tmp_path / "ramp.mp4", index / FPS)
+        assert abs(float(image.mean()) - 8 * index) < 3, index
+
+
+def test_body_crops_extend_below_the_face_and_stay_in_the_frame() -> None:
+    box = [1.0, 300, 50, 340, 100]  # t, x0, y0, x1, y1: a 40 x 50 face
+    assert crop_box("face", box, 640, 360) == (290, 32, 350, 110)
+    x0, y0, x1, y1 = crop_box("body", box, 640, 360)
+    assert (x0, y0, x1, y1) == (260, 25, 380, 360)  # 7 face heights down, clipped at 360
+
+
+# -- on a real run -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Process two videos, enroll two people, identify: all with the real models, no Ray."""
+    videos = shared_data / "video"
+    if not videos.is_dir():
+        pytest.skip("../shared/data/video is absent")
+    from flows.archive import process_one_video, register_videos
+    from flows.context import Context
+    from flows.gallery import enroll_media, identify
+
+    root = tmp_path_factory.mktemp("serve")
+    archive = root / "archive"
+    archive.mkdir()
+    for name in ("videoretalking_face_3.mp4", "videoretalking_face_2.mp4"):
+        shutil.copy(videos / name, archive / name)
+    home = root / "home"
+    ctx = Context.open(home=str(home))
+    for kind in ctx.settings.modalities:
+        ctx.model(kind, use_ray=False)
+    for vid in register_videos(ctx, sorted(archive.iterdir())):
+        assert process_one_video(ctx, vid) == "done"
+    enroll_media(ctx, "AOC", videos / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4")
+    for photo in sorted((shared_data / "lfw-dev/images/Tony_Blair").glob("*.jpg"))[:2]:
+        enroll_media(ctx, "Tony_Blair", photo)
+    identify.fn([], overrides={"home": str(home)})  # the flow's body, without a Prefect run
+    ctx.catalog.engine.dispose()
+    return home
+
+
+@pytest.fixture(scope="module")
+def settings(run_home: Path) -> Settings:
+    return load_settings(home=str(run_home), api_tokens=[f"alice={TOKEN}"])
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings))
+
+
+def _track(client: TestClient, video: str) -> dict:
+    (track,) = [t for t in client.get("/api/tracks", headers=AUTH).json() if t["video"] == video]
+    return track
+
+
+@pytest.mark.slow
+def test_tracks_are_found_by_video_time_and_identity(client: TestClient) -> None:
+    videos = {v["name"]: v for v in client.get("/api/videos", headers=AUTH).json()}
+    assert {n: v["tracks"] for n, v in videos.items()} == {
+        "videoretalking_face_3.mp4": 1,
+        "videoretalking_face_2.mp4": 1,
+    }
+    aoc_video = videos["videoretalking_face_3.mp4"]["id"]
+    by_video = client.get("/api/tracks", params={"video_id": aoc_video}, headers=AUTH).json()
+    assert [t["video"] for t in by_video] == ["videoretalking_face_3.mp4"]
+    t = by_video[0]
+    inside = {"start_s": t["start_s"] + 0.5, "end_s": t["start_s"] + 1.0}
+    after = {"start_s": t["end_s"] + 100.0}
+    assert len(client.get("/api/tracks", params=inside, headers=AUTH).json()) == 2
+    assert client.get("/api/tracks", params=after, headers=AUTH).json() == []
+    named = client.get("/api/tracks", params={"identity": "AOC"}, headers=AUTH).json()
+    assert [x["key"] for x in named] == [t["key"]]
+    assert named[0]["top"]["identity"] == "AOC" and named[0]["top"]["decision"] == "match"
+    blair = client.get("/api/tracks", params={"identity": "Tony_Blair"}, headers=AUTH).json()
+    assert t["key"] not in [x["key"] for x in blair]
+
+
+@pytest.mark.slow
+def test_a_track_shows_candidates_evidence_and_why_it_was_decided(client: TestClient) -> None:
+    key = _track(client, "videoretalking_face_3.mp4")["key"]
+    detail = client.get(f"/api/tracks/{key}", headers=AUTH).json()
+    assert [c["identity"] for c in detail["candidates"]] == ["AOC", "Tony_Blair"]
+    best = detail["candidates"][0]
+    assert set(best["modalities"]) == {"face", "voice"}
+    face = best["modalities"]["face"]
+    assert face["score"] > 0.9 and face["model_id"].startswith("dlib-resnet-")
+    assert face["quality"] == pytest.approx(detail["quality"])
+    assert detail["speech"] and best["modalities"]["voice"]["quality"] > 0
+    d = detail["decision"]
+    assert d["decision"] == "AOC" and d["gallery_size"] == 2 and d["prior_in_gallery"] == 0.5
+    assert d["threshold_llr"] == pytest.approx(np.log(3))  # prior 0.25 per identity: odds 3:1
+    assert best["fused_llr"] > d["threshold_llr"]
+    assert d["contributions"]["face"] == pytest.approx(face["llr"])
+    assert "exceeds the open-set threshold +1.1 for 2 identities" in d["why"]
+
+    other = _track(client, "videoretalking_face_2.mp4")["key"]  # never enrolled: unknown
+    d2 = client.get(f"/api/tracks/{other}", headers=AUTH).json()["decision"]
+    assert d2["decision"] == "unknown" and "does not exceed" in d2["why"]
+    missing = client.get("/api/tracks/nope:t0000", headers=AUTH)
+    assert missing.status_code == 404 and "no track" in missing.json()["detail"]
+
+
+@pytest.mark.slow
+def test_thumbnails_are_cached_jpegs_of_the_face_and_the_body(
+    client: TestClient, settings: Settings
+) -> None:
+    import cv2
+
+    key = _track(client, "videoretalking_face_3.mp4")["key"]
+    sizes = {}
+    for kind in ("face", "body"):
+        response = client.get(f"/api/tracks/{key}/thumbnail/{kind}", headers=AUTH)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+        sizes[kind] = image.shape
+        assert image.shape[0] == 224 and image.std() > 10  # a picture, not a flat fill
+    assert sizes["body"][1] > sizes["face"][1]  # the body crop is wider than the face crop
+    cached = sorted(p.name for p in (settings.home / "thumbnails").glob("*.jpg"))
+    assert len(cached) == 2
+    bad = client.get(f"/api/tracks/{key}/thumbnail/hands", headers=AUTH)
+    assert bad.status_code == 422
+
+
+@pytest.mark.slow
+def test_every_query_is_audited_with_who_what_and_the_ids_shown(
+    client: TestClient, settings: Settings
+) -> None:
+    track = _track(client, "videoretalking_face_3.mp4")
+    client.get(f"/api/tracks/{track['key']}", headers=AUTH)
+    entries = client.get("/api/audit", params={"limit": 3}, headers=AUTH).json()
+    newest, detail, listing = entries
+    assert newest["action"] == "GET /api/audit" and newest["params"] == {"limit": "3"}
+    assert detail["who"] == "alice" and detail["action"] == f"GET /api/tracks/{track['key']}"
+    assert detail["result_ids"] == ["AOC", "Tony_Blair"] and detail["result_count"] == 2
+    assert listing["action"] == "GET /api/tracks" and track["key"] in listing["result_ids"]
+    with Catalog(settings.catalog_url).session() as s:
+        total = len(list(s.scalars(select(AuditEntry))))
+    assert total >= 3
+
+
+@pytest.mark.slow
+def test_the_gallery_endpoint_follows_the_rebuilt_version(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from flows.context import Context
+    from flows.rebuild import rebuild
+
+    home = tmp_path / "home"
+    shutil.copytree(settings.home, home)
+    local = load_settings(home=str(home), api_tokens=[f"alice={TOKEN}"])
+    web = TestClient(create_app(local))
+    assert web.get("/api/gallery", headers=AUTH).json()["version"] is None
+    report = rebuild(Context.open(home=str(home)))
+    gallery = web.get("/api/gallery", headers=AUTH).json()
+    assert gallery["version"] == report["version"] == 1
+    assert gallery["template_counts"] == {"face": 2, "voice": 1}  # Blair enrolled from photos
+
+
+@pytest.mark.slow
+def test_the_api_never_answers_500_to_schema_fuzzing(client: TestClient) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hyp_settings
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    failures = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+
+        @hyp_settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(case=op.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(headers=AUTH)
+
+        try:
+            check()
+        except Exception as exc:  # collected so that one report lists every operation
+            failures.append(f"{op.label}: {exc}")
+    assert failures == []
+
+
+# -- the page in headless Chromium ---------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(settings: Settings) -> Iterator[str]:
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.slow
+def test_an_analyst_signs_in_searches_and_opens_a_track_in_chromium(
+    served: str, tmp_path: Path
+) -> None:
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("chromium / chromium-driver are not installed (apt-get install)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(driver_path), options=options)
+    wait = WebDriverWait(browser, 30)
+    try:
+        browser.get(served)
+        browser.find_element(By.ID, "token").send_keys("wrong")
+        browser.find_element(By.ID, "login-button").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "login-error"), "refused"))
+        field = browser.find_element(By.ID, "token")
+        field.clear()
+        field.send_keys(TOKEN)
+        browser.find_element(By.ID, "login-button").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "search")))
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#identity option[value=AOC]")))
+        Select(browser.find_element(By.ID, "identity")).select_by_visible_text("AOC")
+        browser.find_element(By.ID, "search-button").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#tracks tbody tr")) == 1)
+        row = browser.find_element(By.CSS_SELECTOR, "#tracks tbody tr")
+        assert "videoretalking_face_3.mp4" in row.text and "AOC" in row.text
+        row.click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#candidates tbody tr")) == 2)
+        wait.until(
+            lambda b: b.execute_script(
+                "return ['thumb-face','thumb-body'].every("
+                "id => document.getElementById(id).naturalWidth > 0)"
+            )
+        )
+        candidates = browser.find_element(By.ID, "candidates").text
+        assert "AOC" in candidates and "Tony_Blair" in candidates and "dlib-resnet" in candidates
+        assert "Decision: AOC" in browser.find_element(By.ID, "decision").text
+        shot = REPO / "test-artifacts" / "analyst_page.png"
+        shot.parent.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(shot))
+        errors = [
+            e
+            for e in browser.get_log("browser")
+            if e["level"] == "SEVERE" and "401" not in e["message"]  # the wrong token, above
+        ]
+        assert errors == [], json.dumps(errors)
+    finally:
+        browser.quit()
