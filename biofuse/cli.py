@@ -315,16 +315,30 @@ def models_verify(names: list[str] = typer.Argument(None)) -> None:
 
 
 @models_app.command("add")
-def models_add(name: str, path: Path) -> None:
-    """Copy a user-provided weight file into the models folder and record its sha256."""
+def models_add(
+    name: str,
+    path: Path,
+    training_set: str = typer.Option(
+        "unknown",
+        "--training-set",
+        help="What the weights were trained on (e.g. webface12m): the file does not say, "
+        "and the weights' terms of use follow it.",
+    ),
+) -> None:
+    """Install a user-provided weight file (AdaFace .ckpt: converted once to safetensors)."""
     from biofuse.registry import Registry
 
+    registry = Registry(load_settings().models_dir)
     try:
-        resolved = Registry(load_settings().models_dir).add(name, path)
+        resolved = registry.add(name, path, training_set=training_set)
     except BiofuseError as exc:
         _fail(exc)
         return
+    record = registry.record(name)
     console.print(f"added {name} as {resolved.model_id}")
+    for key in ("source_format", "depth", "training_set", "licence", "source_sha256", "sha256"):
+        if key in record:
+            console.print(f"  {key}: {record[key]}")
 
 
 # -- sample archive and demo ---------------------------------------------------------------
@@ -407,3 +421,152 @@ def demo(
         + " (gait and body: not implemented yet)"
     )
     console.print("`biofuse --home " + str(settings.home) + " status` shows what failed and why")
+
+
+# -- gallery rebuild and analyst access (ops issue) ---------------------------------------------
+gallery_app = typer.Typer(help="The versioned gallery: rebuild it.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+
+
+@gallery_app.command("rebuild")
+def gallery_rebuild(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Bring templates to the current models, refit calibration, switch to a new version."""
+    from flows.rebuild import rebuild_gallery, report_markdown
+
+    try:
+        report = rebuild_gallery()
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+    else:
+        console.print(report_markdown(report), markup=False)
+        if report.get("path"):
+            console.print(f"report: {report['path']}/report.md")
+
+
+@app.command()
+def serve(
+    token: list[str] = typer.Option(
+        None, "--token", help="An analyst token, NAME=SECRET or SECRET (repeatable)."
+    ),
+    host: str | None = typer.Option(None, help="Address to listen on (default: serve_host)."),
+    port: int | None = typer.Option(None, help="Port (default: serve_port)."),
+) -> None:
+    """The analyst web page and JSON API (token-protected, every query audited)."""
+    import uvicorn
+
+    from biofuse.serve.app import create_app
+
+    settings = load_settings()
+    try:
+        web = create_app(settings, list(token or []))
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    host, port = host or settings.serve_host, port or settings.serve_port
+    console.print(f"analyst page on http://{host}:{port}/  (API schema: /openapi.json)")
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
+# -- fusion: calibrate, report, gallery migrate (fusion issue) ----------------------------------
+def _model_id_options(pairs: list[str] | None, modalities: list[str]) -> dict[str, str]:
+    """MODALITY=MODEL_ID options, else the configured face/voice models' ids."""
+    from biofuse.registry import Registry
+
+    ids = dict(p.split("=", 1) for p in pairs or [] if "=" in p)
+    settings = load_settings()
+    configured = {"face": settings.face_model, "voice": settings.voice_model}
+    for m in modalities:
+        if m not in ids and m in configured:
+            ids[m] = Registry(settings.models_dir).resolve(configured[m]).model_id
+    return ids
+
+
+@app.command()
+def calibrate(
+    scores: list[Path] = typer.Argument(..., help="Labelled score files (CSV or bob 4-column)."),
+    method: str = typer.Option(None, help="sum|mean|max|weighted|quality|logistic|gboost|mlp."),
+    target_fpir: float = typer.Option(None, help="Open-set false positive budget (0-1)."),
+    model_id: list[str] = typer.Option(
+        None, "--model-id", help="MODALITY=MODEL_ID the scores came from (default: configured)."
+    ),
+) -> None:
+    """Fit calibration, fusion and the open-set threshold on your labelled scores."""
+    from fusion.operator import calibrate_files
+    from fusion.report import labelled_tables, read_rows
+
+    settings = load_settings()
+    method = method or settings.fusion_method
+    try:
+        modalities = sorted({r.modality for p in scores for r in read_rows(p)})
+        labelled_tables([r for p in scores for r in read_rows(p)])  # fail early on bad labels
+        ids = _model_id_options(model_id, modalities)
+        path = settings.calibration_path or settings.home / "calibration.json"
+        cal = calibrate_files(
+            scores,
+            ids,
+            path,
+            settings.learned_fusion_dir or settings.home / "fusion",
+            method,
+            target_fpir or settings.target_fpir,
+            settings.fusion_weights,
+        )
+    except (BiofuseError, ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    r = cal.report
+    console.print(
+        f"{method}: threshold {cal.threshold:.4g} for FPIR <= {cal.target_fpir:g} "
+        f"(measured {r['fpir_at_threshold']:.4f} on {r['nonmated_probes']} {r['threshold_from']}); "
+        f"DIR rank 1 {r['dir_rank1_at_threshold']:.4f} on {r['mated_probes']} mated probes"
+    )
+    console.print(f"written to {path}; identify uses it from now on (fusion_method={method})")
+
+
+@app.command()
+def report(
+    scores: list[Path] = typer.Argument(..., help="Labelled score files (CSV or bob 4-column)."),
+    out: Path = typer.Option(Path("score-report"), help="Folder for the plots and summaries."),
+) -> None:
+    """ROC, DET, CMC and score histograms as PNG, plus a markdown and HTML summary."""
+    from fusion.report import labelled_tables, read_rows, write_report
+
+    try:
+        summary = write_report(labelled_tables([r for p in scores for r in read_rows(p)]), out)
+    except (BiofuseError, ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    for name, s in summary.items():
+        console.print(
+            f"{name}: EER {s.get('eer', float('nan')):.4f}, "
+            f"TAR@FAR=1e-3 {s.get('tar_at_far_0.001', float('nan')):.4f}, "
+            f"rank 1 {s.get('rank1', float('nan')):.4f}"
+        )
+    console.print(f"{out}/report.md, {out}/report.html and PNG plots written")
+
+
+@gallery_app.command("migrate")
+def gallery_migrate(
+    source: str = typer.Option(..., "--from", help="Model id the gallery was enrolled with."),
+    target: str = typer.Option(..., "--to", help="Model id to carry it to."),
+    modality: str = typer.Option("face", help="Which modality's gallery."),
+    map_file: Path = typer.Option(None, "--map", help="A saved map (.json) instead of fitting."),
+    method: str = typer.Option("ridge", help="ridge (affine) or procrustes (rotation)."),
+) -> None:
+    """Map enrolled templates into a new model's space until they are re-extracted."""
+    from flows.context import Context
+    from flows.migrate import load_map, migrate_gallery
+
+    try:
+        ctx = Context.open()
+        fixed_map = load_map(map_file) if map_file else None
+        result = migrate_gallery(ctx, modality, source, target, fixed_map, method)  # type: ignore[arg-type]
+    except (BiofuseError, ValueError, OSError) as exc:
+        _fail(exc)
+        return
+    console.print(f"{result['migrated']} {modality} enrollments migrated from {source} to {target}")
+    console.print_json(json.dumps(result["map"]))

@@ -38,19 +38,68 @@ class Settings(BaseModel):
     max_parallel_videos: int = Field(2, ge=1)
     task_retries: int = Field(2, ge=0)
 
-    face_model: str = "dlib-resnet"
+    # dlib-resnet ships offline; adaface-* need `biofuse models add adaface-irN FILE.ckpt`.
+    face_model: Literal["dlib-resnet", "adaface-ir18", "adaface-ir50", "adaface-ir101"] = (
+        "dlib-resnet"
+    )
     voice_model: str = "resemblyzer-ge2e"
-    modalities: list[Literal["face", "voice"]] = Field(default_factory=lambda: ["face", "voice"])
+    # gait-compact-casiab and gei-pca-lda-casiab ship offline (trained by us on CASIA-B; the
+    # compact CNN wins the standard protocol, benchmarks/results/gait_casiab.md);
+    # gaitbase-casiab needs `biofuse models add gaitbase-casiab FILE.pt` (official OpenGait)
+    gait_model: str = "gait-compact-casiab"
+    # mediapipe-pose-anthropometric ships offline (MediaPipe Pose); clip3dreid-student-rn50
+    # needs `biofuse models add clip3dreid-student-rn50 FILE`
+    body_model: str = "mediapipe-pose-anthropometric"
+    # gait and body hang on person tracks (a HOG pass at person_fps): add them for scenes where
+    # whole bodies are in view; the default keeps face+voice archives at their speed
+    modalities: list[Literal["face", "voice", "gait", "body"]] = Field(
+        default_factory=lambda: ["face", "voice"]
+    )
     face_fps: float = Field(5.0, gt=0)  # frames per second sent to the face detector
+    # person tracks (HOG people detector + ByteTrack-style tracker), made when gait or body is
+    # among the modalities; 0 turns them off (faces then form their own tracks). HOG's cost
+    # grows as 1/person_min_height_px^2.
+    person_fps: float = Field(10.0, ge=0)
+    person_min_height_px: float = Field(64.0, gt=0)  # smallest person HOG looks for
     face_upsample: int = Field(1, ge=0)  # dlib HOG upsampling: 1 finds faces down to ~40 px
+    face_flip_tta: bool = True  # AdaFace: fuse each chip with its mirror (2x compute)
     track_iou: float = Field(0.3, gt=0, lt=1)
     track_max_gap_s: float = Field(1.0, ge=0)
     track_min_frames: int = Field(2, ge=1)
-    vad: Literal["webrtc", "energy"] = "webrtc"
+    # speech detector: webrtc (default), energy (numpy only), silero (needs `silero-vad`)
+    vad: Literal["webrtc", "energy", "silero"] = "webrtc"
     min_turn_s: float = Field(1.0, gt=0)
+    # who spoke when inside a video: one voice probe per speaker instead of one per turn
+    diarize: bool = True
+    diarize_method: Literal["agglomerative", "spectral"] = "agglomerative"
+    # cosine distance at which agglomerative clustering stops; tuned for resemblyzer-ge2e on
+    # AMI (benchmarks/voice_ami.py), another voice model needs its own value
+    diarize_threshold: float = Field(0.35, gt=0, lt=2)
 
     top_k: int = Field(5, ge=1)
     prior_in_gallery: float = Field(0.5, gt=0, lt=1)  # sets the open-set threshold
+    # how identify fuses calibrated per-modality LLRs: a rule (fusion/rules.py) or a learned
+    # fusion trained by `biofuse calibrate --learned KIND` (fusion/learned.py)
+    fusion_method: Literal[
+        "sum", "mean", "max", "weighted", "quality", "logistic", "gboost", "mlp"
+    ] = "sum"
+    fusion_weights: dict[str, float] = Field(default_factory=dict)  # `weighted`: modality -> w
+    # written by `biofuse calibrate`; when present, identify uses its calibrations and its
+    # open-set threshold (fitted for a target FPIR) instead of prior_in_gallery's
+    calibration_path: Path | None = None  # default: {home}/calibration.json
+    learned_fusion_dir: Path | None = None  # default: {home}/fusion
+    target_fpir: float = Field(0.01, gt=0, lt=1)  # `biofuse calibrate`'s default target
+
+    # gallery rebuild and analyst access (ops issue)
+    gallery_keep_versions: int = Field(5, ge=1)  # built galleries kept on disk, current included
+    # the rebuild refits calibration from leave-one-out enrollment pairs only with at least
+    # this many per class: 48 genuine pairs gave Cllr 0.136 vs the shipped default's 0.096 on
+    # LFW (benchmarks/gallery_calibration.py), and LLRs are capped at log(1 + pairs)
+    gallery_min_calibration_pairs: int = Field(200, ge=2)
+    # analyst API tokens: "name=token" (audited as name) or a bare token; env: comma-separated
+    api_tokens: list[str] = Field(default_factory=list)
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(8765, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

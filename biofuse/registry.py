@@ -2,18 +2,21 @@
 
 Weights are never fetched at run time. A model either ships inside a PyPI
 package (our offline defaults) or is added by the user with
-`biofuse models add NAME PATH`, which copies the file into the models folder
-and records its sha256 in `registry.json` there.
+`biofuse models add NAME PATH`, which copies (or, for AdaFace checkpoints, converts)
+the file into the models folder and records its sha256 in `registry.json` there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import importlib.util
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from biofuse.errors import ModelMissingError
@@ -41,6 +44,12 @@ class ResolvedModel:
     def model_id(self) -> str:
         return f"{self.spec.name}-{self.sha256[:12]}"
 
+
+# AdaFace code is MIT; the weights inherit the terms of the set they were trained on
+# (MS1MV2/MS1MV3, WebFace4M/12M: research, non-commercial), hence `--training-set`.
+ADAFACE_LICENCE = "MIT (mk-minchul/AdaFace code); weights: the training set's terms"
+# Official .ckpt -> safetensors, once, at `models add` (see Registry.add).
+ADAFACE_CONVERTER = "modalities.face.adaface:convert_for_registry"
 
 SPECS: dict[str, ModelSpec] = {
     s.name: s
@@ -70,25 +79,28 @@ SPECS: dict[str, ModelSpec] = {
             name="adaface-ir18",
             modality="face",
             files={"weights": "adaface-ir18.safetensors"},
-            licence="MIT (mk-minchul/AdaFace); check the training set's terms",
-            provenance="user-provided official checkpoint",
-            description="AdaFace IR-18, 512-d (issue: face)",
+            licence=ADAFACE_LICENCE,
+            provenance="user-provided official checkpoint (adaface_ir18_*.ckpt), converted",
+            description="AdaFace IR-18, 512-d, on dlib HOG boxes + 68-point 5-pt alignment",
+            extra={"converter": ADAFACE_CONVERTER, "depth": "18"},
         ),
         ModelSpec(
             name="adaface-ir50",
             modality="face",
             files={"weights": "adaface-ir50.safetensors"},
-            licence="MIT (mk-minchul/AdaFace); check the training set's terms",
-            provenance="user-provided official checkpoint",
-            description="AdaFace IR-50, 512-d (issue: face)",
+            licence=ADAFACE_LICENCE,
+            provenance="user-provided official checkpoint (adaface_ir50_*.ckpt), converted",
+            description="AdaFace IR-50, 512-d, on dlib HOG boxes + 68-point 5-pt alignment",
+            extra={"converter": ADAFACE_CONVERTER, "depth": "50"},
         ),
         ModelSpec(
             name="adaface-ir101",
             modality="face",
             files={"weights": "adaface-ir101.safetensors"},
-            licence="MIT (mk-minchul/AdaFace); check the training set's terms",
-            provenance="user-provided official checkpoint",
-            description="AdaFace IR-101, 512-d (issue: face)",
+            licence=ADAFACE_LICENCE,
+            provenance="user-provided official checkpoint (adaface_ir101_*.ckpt), converted",
+            description="AdaFace IR-101, 512-d, on dlib HOG boxes + 68-point 5-pt alignment",
+            extra={"converter": ADAFACE_CONVERTER, "depth": "101"},
         ),
         ModelSpec(
             name="ecapa-voxceleb",
@@ -103,8 +115,49 @@ SPECS: dict[str, ModelSpec] = {
             modality="gait",
             files={"weights": "gaitbase-casiab.pt"},
             licence="OpenGait (check the release's terms)",
-            provenance="user-provided official OpenGait checkpoint",
-            description="GaitBase (issue: gait)",
+            provenance="user-provided official OpenGait checkpoint (GaitBase_DA-60000.pt)",
+            description="GaitBase (ResNet9 + HPP), 256x16 part embeddings, part-mean Euclidean",
+        ),
+        ModelSpec(
+            name="gei-pca-lda-casiab",
+            modality="gait",
+            files={"weights": "weights/gei-pca-lda-casiab.npz"},
+            licence="Apache-2.0 (biofuse); trained on CASIA-B (non-commercial research terms)",
+            provenance="trained by biofuse on CASIA-B 001-074: benchmarks/gait_train_gei.py, "
+            "report in modalities/gait/weights/gei-pca-lda-casiab.json",
+            description="Gait Energy Image 64x44 + PCA + LDA, unit rows, cosine (classical)",
+            package="modalities.gait",
+        ),
+        ModelSpec(
+            name="gait-compact-casiab",
+            modality="gait",
+            files={"weights": "weights/gait-compact-casiab.pt"},
+            licence="Apache-2.0 (biofuse); trained on CASIA-B (non-commercial research terms)",
+            provenance="trained by biofuse on CASIA-B 001-074: benchmarks/gait_train_compact.py, "
+            "report in modalities/gait/weights/gait-compact-casiab.json",
+            description="compact GaitBase-like CNN, 64x16 part embeddings, part-mean Euclidean "
+            "(gait default)",
+            package="modalities.gait",
+        ),
+        ModelSpec(
+            name="mediapipe-pose-anthropometric",
+            modality="body",
+            files={
+                "detector": "modules/pose_detection/pose_detection.tflite",
+                "landmarks": "modules/pose_landmark/pose_landmark_full.tflite",
+            },
+            licence="Apache-2.0 (MediaPipe; BlazePose GHUM 3D model card)",
+            provenance="PyPI mediapipe 0.10.21 (legacy solutions.pose, model_complexity=1)",
+            description="MediaPipe Pose 33 landmarks -> 10 limb/torso proportions, cosine",
+            package="mediapipe",
+        ),
+        ModelSpec(
+            name="clip3dreid-student-rn50",
+            modality="body",
+            files={"weights": "clip3dreid-student-rn50.safetensors"},
+            licence="check the checkpoint's terms (CLIP3DReID code and its training sets)",
+            provenance="user-provided CLIP-distilled body-shape student (ResNet-50 + projection)",
+            description="CLIP3DReID-style student, 256x128 person crop -> unit body-shape vector",
         ),
     ]
 }
@@ -132,6 +185,23 @@ def combined_sha256(digests: list[str]) -> str:
     if len(digests) == 1:
         return digests[0]
     return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+Converter = Callable[[Path, Path, ModelSpec], dict[str, str]]
+
+
+def _load_converter(ref: str) -> Converter:
+    """`module:function` from a spec: the registry names converters, modalities implement them.
+
+    Imported by name so that biofuse (the core) never imports a modality package.
+    """
+    module_name, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelMissingError(
+            f"cannot load the weight converter {ref!r} ({exc}); is biofuse fully installed?"
+        ) from exc
 
 
 class Registry:
@@ -211,8 +281,15 @@ class Registry:
                 f"recorded {recorded[:12]}); re-add them with `biofuse models add {name} PATH`"
             )
 
-    def add(self, name: str, source: Path) -> ResolvedModel:
-        """Copy a user's weight file (or folder) into the models folder and record its sha256."""
+    def add(self, name: str, source: Path, training_set: str = "unknown") -> ResolvedModel:
+        """Install a user's weight file (or folder) and record where it came from.
+
+        A model whose spec names a `converter` (AdaFace: Lightning `.ckpt` -> safetensors) is
+        converted once here, so every later load reads tensors only and the converted file's
+        sha256 names the model; other files are copied as they are. The index records the
+        sha256 of the source and of the installed file, the licence and the training set
+        (which the file cannot tell us: the user says it, "unknown" otherwise).
+        """
         spec = self.spec(name)
         if spec.package is not None:
             raise ModelMissingError(
@@ -220,21 +297,39 @@ class Registry:
             )
         source = Path(source)
         if not source.exists():
-            raise ModelMissingError(f"{source} does not exist")
+            raise ModelMissingError(f"{source} does not exist; give the path of the weights")
         if len(spec.files) != 1:
             raise ModelMissingError(f"model {name!r} needs several files: {spec.files}")
-        (target_name,) = spec.files.values()
+        ((role, target_name),) = spec.files.items()
         target = self.models_dir / name / target_name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
+        source_sha = tree_sha256(source)
+        details: dict[str, str] = {}
+        converter = spec.extra.get("converter")
+        if converter is not None:
+            details = _load_converter(converter)(source, target, spec)
+        elif source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True)
         else:
             shutil.copy2(source, target)
         index = self._read_index()
         sha = tree_sha256(target)
-        index["models"][name] = {"sha256": sha, "source": str(source)}
+        index["models"][name] = {
+            "name": name,
+            "sha256": sha,
+            "source": str(source.resolve()),
+            "source_sha256": source_sha,
+            "licence": spec.licence,
+            "training_set": training_set,
+            "added_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            **details,
+        }
         self._write_index(index)
-        return ResolvedModel(spec, {next(iter(spec.files)): target}, sha)
+        return ResolvedModel(spec, {role: target}, sha)
+
+    def record(self, name: str) -> dict:
+        """What `add` recorded about a user-added model ({} for packaged or unknown ones)."""
+        return dict(self._read_index()["models"].get(name, {}))
 
     def verify(self, name: str) -> ResolvedModel:
         """Re-hash the files now (ignoring the cache) and compare with the record."""

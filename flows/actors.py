@@ -122,20 +122,41 @@ class BatchingModelActor:
                 future.set_result(part)
 
 
+# Per model kind: the setting naming its model, and the settings that change its outputs.
+# Actors are shared by name, so two configurations that differ in any of these get their own.
+KIND_SETTINGS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "face": ("face_model", ("face_upsample", "face_flip_tta")),
+    "voice": ("voice_model", ("min_turn_s",)),
+    "gait": ("gait_model", ()),
+    "body": ("body_model", ()),
+    "person": (None, ("person_min_height_px",)),  # OpenCV's HOG: ships inside OpenCV
+}
+
+
 def actor_name(kind: str, settings: Settings) -> str:
     """Callers with the same model settings share one actor; other settings get their own."""
-    model = settings.face_model if kind == "face" else settings.voice_model
-    model_id = Registry(settings.models_dir).resolve(model).model_id  # same weights, same actor
+    model_field, output_fields = KIND_SETTINGS[kind]
+    if model_field is None:
+        import cv2
+
+        model, model_id = "opencv-hog", f"opencv-{cv2.__version__}"
+    else:
+        model = getattr(settings, model_field)
+        model_id = Registry(settings.models_dir).resolve(model).model_id  # same weights, same actor
     relevant = (
         kind,
         model_id,
-        settings.face_upsample,
-        settings.min_turn_s,
+        *(getattr(settings, f) for f in output_fields),
         settings.batch_size,
         settings.batch_wait_ms,
         settings.num_gpus,
     )
     return f"biofuse-{kind}-{model}-{hashlib.sha1(repr(relevant).encode()).hexdigest()[:8]}"
+
+
+def actor_count(kind: str, settings: Settings) -> int:
+    """Face is most of the model time on CPU, so it gets replicas; the others one each."""
+    return {"face": settings.face_actors, "voice": settings.voice_actors}.get(kind, 1)
 
 
 def start_actors(kind: str, settings: Settings) -> tuple[list[Any], ModelHandle]:
@@ -156,7 +177,7 @@ def start_actors(kind: str, settings: Settings) -> tuple[list[Any], ModelHandle]
             max_task_retries=2,
             max_concurrency=64,
         ).remote(kind, settings.model_dump_json(), device)
-        for i in range(settings.face_actors if kind == "face" else settings.voice_actors)
+        for i in range(actor_count(kind, settings))
     ]
     try:
         infos = ray.get([a.info.remote() for a in actors], timeout=ACTOR_START_TIMEOUT_S)

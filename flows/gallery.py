@@ -15,11 +15,16 @@ from biofuse.errors import GalleryError, MediaError
 from biofuse.store import StoredRows
 from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
-from flows.pipeline import SegmentEvidence, analyze_video, probe_evidence
-from fusion.calibration import load_default
+from flows.pipeline import SegmentEvidence, analyze_video, pipeline_kinds, probe_evidence
+from flows.rebuild import GallerySnapshot, current_gallery
+from fusion.calibration import LinearCalibration, load_default
+from fusion.decide import OperatorCalibration
 from fusion.fuse import Decision
 from fusion.fuse import identify as fuse_identify
-from fusion.scores import ModalityScores, score_modality
+from fusion.learned import KINDS as LEARNED_KINDS
+from fusion.learned import LearnedFusion
+from fusion.normalize import choose_cohort
+from fusion.scores import ModalityScores, metric_for_model, score_modality
 from fusion.templates import build_templates
 from modalities.base import Embeddings
 
@@ -52,12 +57,22 @@ def _audio_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
 
 def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
     """The longest face track of an enrollment video and the speech linked to it."""
-    handles = {kind: ctx.model(kind) for kind in ctx.settings.modalities}
-    ev = analyze_video(path, digest, ctx.settings, handles.get("face"), handles.get("voice"))
+    handles = {kind: ctx.model(kind) for kind in pipeline_kinds(ctx.settings)}
+    ev = analyze_video(
+        path,
+        digest,
+        ctx.settings,
+        handles.get("face"),
+        handles.get("voice"),
+        handles.get("person"),
+        handles.get("gait"),
+        handles.get("body"),
+    )
     rows: dict[str, Embeddings] = {}
     subject = max(ev.tracks, key=lambda t: t.end_s - t.start_s, default=None)
-    if subject is not None and ev.face is not None:
-        rows["face"] = ev.face.take([ev.face.keys.index(subject.key)])
+    for modality, found in (("face", ev.face), ("gait", ev.gait), ("body", ev.body)):
+        if subject is not None and found is not None and subject.key in found.keys:
+            rows[modality] = found.take([found.keys.index(subject.key)])
     if ev.voice is not None and len(ev.voice):
         if len(ev.tracks) <= 1:  # the subject alone (or nobody) on screen: all speech is theirs
             mine = {s.key for s in ev.segments}
@@ -85,7 +100,10 @@ def enroll_media(ctx: Context, identity: str, path: Path) -> dict[str, int]:
     assert person is not None
     written = {}
     for modality, emb in rows.items():
-        keys = [f"enr:{person.id}:{modality}:{digest[:16]}:{n}" for n in range(len(emb))]
+        # the model's weight digest is in the key: re-enrolling the same file with an upgraded
+        # model (the nightly rebuild) must not collide with the old model's unique store_key
+        tag = emb.model_id.rsplit("-", 1)[-1][:12]
+        keys = [f"enr:{person.id}:{modality}:{tag}:{digest[:16]}:{n}" for n in range(len(emb))]
         emb = Embeddings(emb.vectors, emb.quality, keys, emb.model_id)
         written[modality] = ctx.store.commit(modality, f"enroll:{person.id}:{digest}", emb)
         with ctx.catalog.session() as s:
@@ -131,12 +149,27 @@ def enroll(
 
 
 def load_gallery(
-    ctx: Context, modality: str, model_id: str, stored: StoredRows | None = None
+    ctx: Context,
+    modality: str,
+    model_id: str,
+    stored: StoredRows | None = None,
+    snapshot: GallerySnapshot | None | bool = True,
 ) -> tuple[list[str], np.ndarray]:
-    """Templates of every enrolled identity for one model (quality-weighted, renormalised).
+    """Templates of every enrolled identity for one model (quality-weighted, in its metric).
 
-    `stored` is the group's rows if the caller has read them already.
+    Once `biofuse gallery rebuild` has run, templates come from the current gallery
+    version (`snapshot`; True resolves it here, so callers reading several modalities
+    should resolve it once with `current_gallery` and pass it); enrollments made
+    since join at the next rebuild. Without a version, or for a model the version
+    lacks, they are built from the enrollment rows. `stored` is the group's rows if
+    the caller has read them already.
     """
+    if snapshot is True:
+        snapshot = current_gallery(ctx.catalog)
+    if isinstance(snapshot, GallerySnapshot):
+        versioned = snapshot.templates(modality, model_id)
+        if versioned is not None:
+            return versioned
     with ctx.catalog.session() as s:
         pairs = s.execute(
             select(Enrollment.store_key, Identity.name)
@@ -149,7 +182,32 @@ def load_gallery(
     if stored is None:
         stored = ctx.store.read(modality, model_id)
     rows = stored.select(list(owner))
-    return build_templates(rows.vectors, rows.quality, [owner[str(k)] for k in rows.keys])
+    labels = [owner[str(k)] for k in rows.keys]
+    # in the model's own space: a part-Euclidean (gait) template must not be renormalised
+    return build_templates(rows.vectors, rows.quality, labels, metric_for_model(model_id))
+
+
+def pick_cohort(
+    ctx: Context,
+    modality: str,
+    model_id: str,
+    size: int = 300,
+    stored: StoredRows | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """(n, dim) cohort vectors for score normalisation: store rows of this model that are not
+    enrollment (gallery) rows, a seeded draw of at most `size` (fusion.normalize.choose_cohort).
+    """
+    with ctx.catalog.session() as s:
+        gallery_keys = set(
+            s.scalars(
+                select(Enrollment.store_key).where(
+                    Enrollment.modality == modality, Enrollment.model_id == model_id
+                )
+            )
+        )
+    rows = stored if stored is not None else ctx.store.read(modality, model_id)
+    return rows.vectors[choose_cohort(rows.keys, gallery_keys, size, seed)]
 
 
 def _targets(ctx: Context, targets: list[str]) -> list[int]:
@@ -172,6 +230,39 @@ def _targets(ctx: Context, targets: list[str]) -> list[int]:
     return ids
 
 
+def fusion_setup(
+    ctx: Context, models: dict[str, str], snapshot: GallerySnapshot | None
+) -> tuple[dict[str, LinearCalibration], dict[str, Any]]:
+    """Calibrations and fusion arguments for identify, the most specific source winning:
+    the operator's `biofuse calibrate` file, else the gallery version's refit, else the
+    shipped defaults. A calibration or learned fusion fitted for other model ids is refused.
+    """
+    settings = ctx.settings
+    calibrations = {m: load_default(model_id) for m, model_id in models.items()}
+    if isinstance(snapshot, GallerySnapshot):
+        for m in models:
+            refit = snapshot.calibration(m)
+            if refit is not None:
+                calibrations[m] = refit
+    args: dict[str, Any] = {"weights": settings.fusion_weights}
+    if settings.fusion_method in LEARNED_KINDS:
+        folder = settings.learned_fusion_dir or settings.home / "fusion"
+        args["learned"] = LearnedFusion.load(folder)
+    else:
+        args["method"] = settings.fusion_method
+    path = settings.calibration_path or settings.home / "calibration.json"
+    if path.is_file():
+        operator = OperatorCalibration.load(path)
+        operator.check_model_ids(models)
+        calibrations.update({m: c for m, c in operator.calibrations.items() if m in models})
+        # its threshold was fitted on fused scores of exactly its modalities and method
+        if operator.fusion_method == settings.fusion_method and set(operator.model_ids) == set(
+            models
+        ):
+            args["threshold_llr"] = operator.threshold
+    return calibrations, args
+
+
 def identify_videos(
     ctx: Context, video_ids: list[int], only: set[str] | None = None
 ) -> list[tuple[int, Decision]]:
@@ -179,9 +270,12 @@ def identify_videos(
     models = {kind: ctx.model_id(kind) for kind in ctx.settings.modalities}
     # each group is read once: enrollment and probe rows share it
     stored = {m: ctx.store.read(m, model_id) for m, model_id in models.items()}
-    galleries = {m: load_gallery(ctx, m, model_id, stored[m]) for m, model_id in models.items()}
+    snapshot = current_gallery(ctx.catalog)  # one gallery version for every modality of the run
+    galleries = {
+        m: load_gallery(ctx, m, model_id, stored[m], snapshot) for m, model_id in models.items()
+    }
     identities = sorted({n for names, _ in galleries.values() for n in names})
-    calibrations = {m: load_default(model_id) for m, model_id in models.items()}
+    calibrations, fusion_args = fusion_setup(ctx, models, snapshot)
     if not identities:
         raise GalleryError("the gallery is empty: enroll identities first (`biofuse enroll`)")
     out: list[tuple[int, Decision]] = []
@@ -192,8 +286,9 @@ def identify_videos(
                 s.scalars(select(SpeechSegment).where(SpeechSegment.video_id == video_id))
             )
         track_key = {t.id: t.key for t in tracks}
-        wanted = {"face": [t.key for t in tracks], "voice": [s.key for s in segments]}
-        rows = {m: stored[m].select(wanted[m]).as_embeddings() for m in models}
+        wanted = {"voice": [s.key for s in segments]}  # every other modality: by track
+        track_keys = [t.key for t in tracks]
+        rows = {m: stored[m].select(wanted.get(m, track_keys)).as_embeddings() for m in models}
         seg_ev = [
             SegmentEvidence(s.key, s.start_s, s.end_s, s.quality or 0.0, track_key.get(s.track_id))
             for s in segments
@@ -210,6 +305,7 @@ def identify_videos(
                 {k: probes[k][m] for k in keys if m in probes[k]},
                 names,
                 templates,
+                metric_for_model(model_id),
             )
             # identities not enrolled for this modality: absent (NaN), not zero
             scores = np.full((len(keys), len(identities)), np.nan, np.float32)
@@ -217,7 +313,11 @@ def identify_videos(
                 scores[:, identities.index(name)] = table.scores[:, j]
             tables.append(ModalityScores(m, model_id, keys, identities, scores, table.quality))
         for decision in fuse_identify(
-            tables, calibrations, ctx.settings.top_k, prior_in_gallery=ctx.settings.prior_in_gallery
+            tables,
+            calibrations,
+            ctx.settings.top_k,
+            prior_in_gallery=ctx.settings.prior_in_gallery,
+            **fusion_args,
         ):
             out.append((video_id, decision))
     return out

@@ -26,67 +26,158 @@ def _resolve_supported(kind: str, name: str, supported: str, settings: Settings)
 
 @dataclass
 class FrameFaces:
-    """The faces found in one frame: boxes with their embeddings (no pixels kept)."""
+    """The faces found in one frame: boxes with their embeddings (no pixels kept).
+
+    `quality` is what the track template weights by; the facts it is made of travel with it
+    (see modalities/face/quality.py for the formula).
+    """
 
     boxes: np.ndarray  # (n, 4) x0 y0 x1 y1
     vectors: np.ndarray  # (n, dim) unit rows
     quality: np.ndarray  # (n,)
     inter_eye_px: np.ndarray  # (n,)
+    detector_score: np.ndarray | None = None  # (n,) HOG SVM margin, 0 at its threshold
+    feature_norm: np.ndarray | None = None  # (n,) AdaFace's pre-normalisation norm; NaN: none
+
+
+FACE_MODELS = ("dlib-resnet", "adaface-ir18", "adaface-ir50", "adaface-ir101")
 
 
 class FaceFrameAnalyzer:
     """Detect, align and embed every face of a batch of frames in one model call.
 
     Detection and embedding sit in one actor so that chips (the pixels) never
-    cross a process boundary; only boxes and vectors leave.
+    cross a process boundary; only boxes and vectors leave. Every face model shares
+    dlib's HOG detector; dlib-resnet aligns with dlib's 5 points onto its 150-px chip,
+    AdaFace with the 68-point predictor onto the ArcFace 112-px template (the 5-point
+    model has no mouth corners; on lfw-dev the 68-point template alignment scores
+    97.89 % vs dlib's own chips' 97.33 %, benchmarks/results/lfw_alignment.md).
     """
 
     def __init__(self, settings: Settings) -> None:
         from modalities.face.dlib_face import DlibFaceDetector, DlibFaceEmbedder
+        from modalities.face.quality import same_person_cos
 
-        resolved = _resolve_supported("face", settings.face_model, "dlib-resnet", settings)
-        self.detector = DlibFaceDetector(resolved, upsample=settings.face_upsample)
-        self.embedder = DlibFaceEmbedder(resolved)
+        name = settings.face_model
+        if name not in FACE_MODELS:
+            raise ModelMissingError(
+                f"face model {name!r} is not one the pipeline runs; use face_model = one of "
+                f"{', '.join(FACE_MODELS)}"
+            )
+        registry = Registry(settings.models_dir)
+        dlib_model = registry.resolve("dlib-resnet")  # detector + landmarks for every model
+        self.name = name
+        self.landmarker: Any = None
+        self.embedder: Any
+        if name == "dlib-resnet":
+            self.detector = DlibFaceDetector(dlib_model, upsample=settings.face_upsample)
+            self.embedder = DlibFaceEmbedder(dlib_model, batch_size=settings.batch_size)
+        else:
+            from modalities.face.adaface import MODEL_DEPTHS, AdaFaceEmbedder
+            from modalities.face.align import Dlib68Landmarker
+
+            resolved = registry.resolve(name)  # a clear "biofuse models add" error if absent
+            self.detector = DlibFaceDetector(
+                dlib_model, upsample=settings.face_upsample, make_chips=False
+            )
+            self.landmarker = Dlib68Landmarker()
+            self.embedder = AdaFaceEmbedder(
+                resolved,
+                MODEL_DEPTHS[name],
+                batch_size=settings.batch_size,
+                flip_tta=settings.face_flip_tta,
+            )
         self.model_id = self.embedder.model_id
         self.dim = self.embedder.dim
+        self.outlier_cos = same_person_cos(name)  # for aggregate_track on this model's rows
 
     def prepare(self, device: str = "cpu") -> None:
+        """dlib runs on the CPU; AdaFace goes to `device` (CUDA: bf16, channels_last)."""
         self.detector.prepare(device)
+        if self.landmarker is not None:
+            self.landmarker.prepare(device)
         self.embedder.prepare(device)
 
+    def _embed(self, images: Sequence[np.ndarray], faces: list[tuple[int, int, Any]]) -> Any:
+        """Rows for every (frame, index, detection), in that order."""
+        if self.landmarker is None:
+            from modalities.face.dlib_face import FaceChip
+
+            return self.embedder.embed(
+                [FaceChip(f"{f}:{d}", det.chip, det.quality) for f, d, det in faces]
+            )
+        from modalities.face.adaface import AlignedFace
+        from modalities.face.align import align_face
+
+        aligned = [
+            AlignedFace(
+                f"{f}:{d}",
+                align_face(images[f], self.landmarker.landmarks5(images[f], det.box)),
+                det.quality,
+            )
+            for f, d, det in faces
+        ]
+        return self.embedder.embed(aligned)
+
     def analyze(self, images: Sequence[np.ndarray]) -> list[FrameFaces]:
-        from modalities.face.dlib_face import FaceChip
+        from modalities.face.quality import adaface_quality
 
         per_frame = self.detector.detect(images)
-        chips = [
-            FaceChip(f"{f}:{d}", det.chip, det.quality)
-            for f, dets in enumerate(per_frame)
-            for d, det in enumerate(dets)
-        ]
-        rows = self.embedder.embed(chips)
+        faces = [(f, d, det) for f, dets in enumerate(per_frame) for d, det in enumerate(dets)]
+        rows = self._embed(images, faces)
+        scores = np.array([det.score for _, _, det in faces], np.float32)
+        eyes = np.array([det.inter_eye_px for _, _, det in faces], np.float32)
+        if self.landmarker is None:
+            norms = np.full(len(faces), np.nan, np.float32)
+            quality = rows.quality
+        else:
+            norms = rows.extra.get("feature_norm", np.zeros(0, np.float32))
+            quality = adaface_quality(scores, eyes, norms)
         out, cursor = [], 0
         for dets in per_frame:
             n = len(dets)
+            part = slice(cursor, cursor + n)
             out.append(
                 FrameFaces(
                     boxes=np.array([d.box for d in dets], np.float32).reshape(n, 4),
-                    vectors=rows.vectors[cursor : cursor + n],
-                    quality=rows.quality[cursor : cursor + n],
-                    inter_eye_px=np.array([d.inter_eye_px for d in dets], np.float32),
+                    vectors=rows.vectors[part],
+                    quality=quality[part],
+                    inter_eye_px=eyes[part],
+                    detector_score=scores[part],
+                    feature_norm=norms[part],
                 )
             )
             cursor += n
         return out
 
 
+VOICE_MODELS = ("resemblyzer-ge2e", "ecapa-voxceleb")  # names VoiceEmbedder can build
+
+
 class VoiceEmbedder:
-    """The configured speaker encoder behind one `embed(segments)` call."""
+    """The configured speaker encoder (`voice_model`) behind one `embed(segments)` call.
+
+    Every encoder takes the same `AudioSegment`s and applies the same minimum turn duration, so
+    the pipeline and diarization do not depend on which one is configured.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
+        name = settings.voice_model
+        if name not in VOICE_MODELS:
+            raise ModelMissingError(
+                f"voice model {name!r} is not wired into the pipeline; use voice_model = one of "
+                f"{', '.join(repr(m) for m in VOICE_MODELS)}"
+            )
+        resolved = Registry(settings.models_dir).resolve(name)
+        self.extractor: Any
+        if name == "ecapa-voxceleb":
+            from modalities.voice.ecapa import EcapaExtractor
 
-        resolved = _resolve_supported("voice", settings.voice_model, "resemblyzer-ge2e", settings)
-        self.extractor = ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s)
+            self.extractor = EcapaExtractor(resolved, min_duration_s=settings.min_turn_s)
+        else:
+            from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
+
+            self.extractor = ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s)
         self.model_id = self.extractor.model_id
         self.dim = self.extractor.dim
 
@@ -97,7 +188,118 @@ class VoiceEmbedder:
         return self.extractor.embed(items)
 
 
-MODEL_KINDS = {"face": (FaceFrameAnalyzer, "analyze"), "voice": (VoiceEmbedder, "embed")}
+BODY_MODELS = ("mediapipe-pose-anthropometric", "clip3dreid-student-rn50")
+
+
+class BodyEmbedder:
+    """The configured body-shape model (`body_model`) behind one `embed(items)` call.
+
+    The anthropometric default takes `PoseSequence`s (keypoints computed where the frames were,
+    by `modalities.body.anthropometric.track_pose`); the CLIP-distilled student takes
+    `PersonCrops`. Pixels stay out of the actor for the default: only keypoints cross over.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        name = settings.body_model
+        if name not in BODY_MODELS:
+            raise ModelMissingError(
+                f"body model {name!r} is not wired into the pipeline; use body_model = one of "
+                f"{', '.join(repr(m) for m in BODY_MODELS)}"
+            )
+        resolved = Registry(settings.models_dir).resolve(name)
+        self.extractor: Any
+        if name == "clip3dreid-student-rn50":
+            from modalities.body.clip_student import ClipStudentBodyExtractor
+
+            self.extractor = ClipStudentBodyExtractor(resolved)
+        else:
+            from modalities.body.anthropometric import AnthropometricBodyExtractor
+
+            self.extractor = AnthropometricBodyExtractor(resolved)
+        self.model_id = self.extractor.model_id
+        self.dim = self.extractor.dim
+
+    def prepare(self, device: str = "cpu") -> None:
+        self.extractor.prepare(device)
+
+    def embed(self, items: Sequence[Any]) -> Embeddings:
+        return self.extractor.embed(items)
+
+
+GAIT_MODELS = ("gei-pca-lda-casiab", "gaitbase-casiab", "gait-compact-casiab")
+
+
+class GaitEmbedder:
+    """The configured gait model (`gait_model`) behind one `embed(silhouette sequences)` call.
+
+    Every gait model takes the tracker's `SilhouetteSequence`s (OpenGait-pretreated 64x64), so
+    the pipeline does not depend on which is configured; each returns one row per sequence
+    with foreground (GEI: unit rows, cosine; GaitBase family: flattened part embeddings).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        name = settings.gait_model
+        if name not in GAIT_MODELS:
+            raise ModelMissingError(
+                f"gait model {name!r} is not wired into the pipeline; use gait_model = one of "
+                f"{', '.join(repr(m) for m in GAIT_MODELS)}"
+            )
+        resolved = Registry(settings.models_dir).resolve(name)
+        self.extractor: Any
+        if name == "gei-pca-lda-casiab":
+            from modalities.gait.gei import GeiGaitExtractor
+
+            self.extractor = GeiGaitExtractor(resolved)
+        else:
+            from modalities.gait.compact import COMPACT_CONFIG
+            from modalities.gait.extractors import GaitBaseExtractor
+            from modalities.gait.gaitbase import GAITBASE_CASIAB
+
+            config = GAITBASE_CASIAB if name == "gaitbase-casiab" else COMPACT_CONFIG
+            self.extractor = GaitBaseExtractor(resolved, config)
+        self.model_id = self.extractor.model_id
+        self.dim = self.extractor.dim
+
+    def prepare(self, device: str = "cpu") -> None:
+        self.extractor.prepare(device)
+
+    def embed(self, items: Sequence[Any]) -> Embeddings:
+        return self.extractor.embed(items)
+
+
+class PersonFrameAnalyzer:
+    """Find the people of a batch of frames (boxes and detector scores; no pixels leave).
+
+    OpenCV's HOG people detector ships inside OpenCV, so its id is the hash of its SVM
+    and of the settings that change its boxes, not a registry file.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        import hashlib
+
+        import cv2
+
+        from modalities.body.person_detect import HogPersonDetector
+
+        self.detector = HogPersonDetector(min_height_px=settings.person_min_height_px)
+        digest = hashlib.sha256(cv2.HOGDescriptor_getDefaultPeopleDetector().tobytes())
+        digest.update(repr(sorted(vars(self.detector).items())).encode())
+        self.model_id = f"{HogPersonDetector.name}-{digest.hexdigest()[:12]}"
+
+    def prepare(self, device: str = "cpu") -> None:
+        self.detector.prepare(device)
+
+    def analyze(self, images: Sequence[np.ndarray]) -> list[Any]:
+        return self.detector.detect(images)
+
+
+MODEL_KINDS = {
+    "face": (FaceFrameAnalyzer, "analyze"),
+    "voice": (VoiceEmbedder, "embed"),
+    "body": (BodyEmbedder, "embed"),
+    "gait": (GaitEmbedder, "embed"),
+    "person": (PersonFrameAnalyzer, "analyze"),
+}
 
 
 def build_model(kind: str, settings: Settings, device: str = "cpu") -> Any:

@@ -6,6 +6,7 @@ models in Ray actors (flows) or in this process (tests, benchmarks).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,25 @@ import numpy as np
 from biofuse import media
 from biofuse.config import Settings
 from biofuse.errors import MediaError
-from biofuse.tracking import link_detections, overlap_s
+from biofuse.tracking import LinkedTrack, link_detections, overlap_s, track_persons
 from flows.models import FrameFaces
 from modalities.base import Embeddings
+from modalities.voice.vad import SpeechTurn
 
 FaceCall = Any  # flows.actors.ModelHandle over list[image] -> list[FrameFaces]
 VoiceCall = Any  # flows.actors.ModelHandle over list[AudioSegment] -> Embeddings
+PersonCall = Any  # flows.actors.ModelHandle over list[image] -> list[FramePersons]
+TrackCall = Any  # ModelHandle over list[SilhouetteSequence | PoseSequence | PersonCrops]
 
 FRAMES_PER_CALL = 8  # frames sent to the face model at once (the actor batches across videos)
+# A face belongs to the person whose box holds the face's centre in its top part (head and
+# shoulders: the top 40 % of a standing person's box), in at least half of its frames.
+FACE_IN_PERSON_TOP = 0.4
+# Frames per person track handed to gait and body: the middle of the track, 6.4 s at 10 fps
+# (gait needs a walking cycle or two; pose ratios settle in a few dozen frames).
+TRACK_FRAMES_FOR_MODELS = 64
+CROP_PAD = 0.3  # of the box height around each crop, above the segmenters' own padding
+TRACK_MODALITIES = ("face", "gait", "body")  # evidence rows keyed by track (voice: by segment)
 
 
 @dataclass
@@ -30,8 +42,9 @@ class TrackEvidence:
     key: str
     start_s: float
     end_s: float
-    boxes: list[list[float]]  # [t, x0, y0, x1, y1]
+    boxes: list[list[float]]  # [t, x0, y0, x1, y1]: the person's boxes, or the face's
     quality: float
+    kind: str = "face"  # "person" (a tracked body, maybe with a face) or "face" (face only)
 
 
 @dataclass
@@ -40,7 +53,9 @@ class SegmentEvidence:
     start_s: float
     end_s: float
     quality: float
-    track_key: str | None  # the one person on screen while this was said, if exactly one
+    # the person this was said by: the one track on screen meanwhile, or the track its speaker
+    # was seen as (see `link_turns`); None if nobody on screen can claim it
+    track_key: str | None
 
 
 @dataclass
@@ -49,68 +64,299 @@ class VideoEvidence:
     face: Embeddings | None = None  # one row per track (key = track key)
     segments: list[SegmentEvidence] = field(default_factory=list)
     voice: Embeddings | None = None  # one row per speech segment (key = segment key)
+    gait: Embeddings | None = None  # one row per person track (key = track key)
+    body: Embeddings | None = None  # one row per person track (key = track key)
     notes: list[str] = field(default_factory=list)
     decoded_s: float = 0.0
     frames_analyzed: int = 0
 
 
-def _face_tracks(
-    path: Path, prefix: str, settings: Settings, face_call: FaceCall, evidence: VideoEvidence
-) -> None:
-    from modalities.face.dlib_face import DLIB_SAME_PERSON_COS, aggregate_track
+def needs_person_tracks(settings: Settings) -> bool:
+    """Person tracks cost a HOG pass at `person_fps` (0.3-0.9 s per 768x576 frame on CPU,
+    benchmarks/results/person_tracking.md): they are made when a modality that hangs on a
+    person's body (gait, body) is configured."""
+    return settings.person_fps > 0 and bool({"gait", "body"} & set(settings.modalities))
 
-    per_frame: list[tuple[float, FrameFaces]] = []
-    batch: list[media.Frame] = []
 
-    def flush() -> None:
+def pipeline_kinds(settings: Settings) -> list[str]:
+    """The model kinds `analyze_video` is given: the modalities, plus the person detector."""
+    kinds = list(settings.modalities)
+    return kinds + ["person"] if needs_person_tracks(settings) else kinds
+
+
+class _Rate:
+    """Keeps about `fps` of the frames it is shown, by the rule media.iter_frames uses."""
+
+    def __init__(self, fps: float) -> None:
+        self.step = 1.0 / fps if fps > 0 else 0.0
+        self.next_time = 0.0
+
+    def wants(self, time_s: float) -> bool:
+        if not self.step:
+            return True
+        if time_s + 1e-6 < self.next_time:
+            return False
+        self.next_time += self.step
+        if self.next_time <= time_s:  # a jump in timestamps: resynchronise
+            self.next_time = time_s + self.step
+        return True
+
+
+def _rates(settings: Settings, faces: bool, persons: bool) -> dict[str, float]:
+    return {
+        "face": settings.face_fps if faces else 0.0,
+        "person": settings.person_fps if persons else 0.0,
+    }
+
+
+def _frame_pass(
+    path: Path,
+    settings: Settings,
+    face_call: FaceCall | None,
+    person_call: PersonCall | None,
+    evidence: VideoEvidence,
+) -> tuple[list[tuple[float, FrameFaces]], list[tuple[float, Any]]]:
+    """One decode: face detections at `face_fps`, person detections at `person_fps`."""
+    rates = _rates(settings, face_call is not None, person_call is not None)
+    samplers = {kind: _Rate(fps) for kind, fps in rates.items() if fps > 0}
+    calls = {"face": face_call, "person": person_call}
+    found: dict[str, list[tuple[float, Any]]] = {"face": [], "person": []}
+    batches: dict[str, list[media.Frame]] = {kind: [] for kind in samplers}
+
+    def flush(kind: str) -> None:
+        batch = batches[kind]
         if batch:
-            faces = face_call([f.image for f in batch])
-            per_frame.extend(zip([f.time_s for f in batch], faces))
+            found[kind].extend(
+                zip([f.time_s for f in batch], calls[kind]([f.image for f in batch]))
+            )
             batch.clear()
 
     try:
-        for frame in media.iter_frames(path, settings.face_fps):
-            batch.append(frame)
+        for frame in media.iter_frames(path, max(rates.values())):
             evidence.decoded_s = frame.time_s
-            if len(batch) >= FRAMES_PER_CALL:
-                flush()
+            for kind, sampler in samplers.items():
+                if sampler.wants(frame.time_s):
+                    batches[kind].append(frame)
+                    if len(batches[kind]) >= FRAMES_PER_CALL:
+                        flush(kind)
     except media.DecodeInterrupted as exc:
         evidence.notes.append(f"video truncated: {exc}")
-    flush()
-    evidence.frames_analyzed = len(per_frame)
-    linked = link_detections(
-        [(t, [tuple(b) for b in faces.boxes]) for t, faces in per_frame],
+    for kind in samplers:
+        flush(kind)
+    evidence.frames_analyzed = len(found["face"]) or len(found["person"])
+    return found["face"], found["person"]
+
+
+def _face_owner(face: LinkedTrack, persons: list[LinkedTrack], tolerance_s: float) -> int | None:
+    """The person track most of whose boxes hold this face track's centres in their top part."""
+    votes: dict[int, int] = {}
+    for time_s, (x0, y0, x1, y1) in zip(face.times, face.boxes):
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        for n, person in enumerate(persons):
+            if not person.start_s - tolerance_s <= time_s <= person.end_s + tolerance_s:
+                continue
+            i = int(np.argmin(np.abs(np.asarray(person.times) - time_s)))
+            if abs(person.times[i] - time_s) > tolerance_s:
+                continue
+            px0, py0, px1, py1 = person.boxes[i]
+            if px0 <= cx <= px1 and py0 <= cy <= py0 + FACE_IN_PERSON_TOP * (py1 - py0):
+                votes[n] = votes.get(n, 0) + 1
+    if not votes:
+        return None
+    best = max(votes, key=lambda n: votes[n])
+    return best if 2 * votes[best] >= len(face) else None
+
+
+def _person_quality(track: LinkedTrack) -> float:
+    """How sure the detector was of this person: mean logistic of its SVM margins."""
+    return float(np.mean(1.0 / (1.0 + np.exp(-np.asarray(track.scores, dtype=float)))))
+
+
+def _face_tracks(
+    path: Path,
+    prefix: str,
+    settings: Settings,
+    face_call: FaceCall | None,
+    evidence: VideoEvidence,
+    person_call: PersonCall | None = None,
+) -> list[LinkedTrack]:
+    """Face and person tracks; faces join the person they sit on. Returns the person tracks.
+
+    A person track's key is `{prefix}:pNNNN`, a face seen on nobody's body (talking heads,
+    bodies cut off by the frame) is a face-only track `{prefix}:tNNNN`. A person's face
+    template pools the detections of every face track that joined it.
+    """
+    from modalities.face import aggregate_track, same_person_cos
+
+    # each face model has its own cosine scale for "the same person"
+    outlier_cos = same_person_cos(face_call.model_id) if face_call is not None else 1.0
+    per_frame, per_person_frame = _frame_pass(path, settings, face_call, person_call, evidence)
+    faces = link_detections(
+        [(t, [tuple(b) for b in found.boxes]) for t, found in per_frame],
         iou_threshold=settings.track_iou,
         max_gap_s=settings.track_max_gap_s,
         min_detections=settings.track_min_frames,
     )
+    persons: list[LinkedTrack] = []
+    if person_call is not None:
+        persons = track_persons([(t, p.boxes, p.scores) for t, p in per_person_frame])
+    tolerance_s = 0.5 / settings.person_fps if settings.person_fps > 0 else 0.0
+    owner = {n: _face_owner(face, persons, tolerance_s + 1e-3) for n, face in enumerate(faces)}
     vectors, quality, keys = [], [], []
-    for n, track in enumerate(linked):
-        rows = np.stack([per_frame[f][1].vectors[d] for f, d in track.members])
-        weights = np.array([per_frame[f][1].quality[d] for f, d in track.members])
-        template, track_quality = aggregate_track(rows, weights, DLIB_SAME_PERSON_COS)
+
+    def face_template(members: list[LinkedTrack]) -> tuple[np.ndarray, float]:
+        rows = np.stack([per_frame[f][1].vectors[d] for t in members for f, d in t.members])
+        weights = np.array([per_frame[f][1].quality[d] for t in members for f, d in t.members])
+        return aggregate_track(rows, weights, outlier_cos)
+
+    for n, person in enumerate(persons):
+        key = f"{prefix}:p{n:04d}"
+        mine = [face for m, face in enumerate(faces) if owner[m] == n]
+        track_quality = _person_quality(person)
+        if mine:
+            template, track_quality = face_template(mine)
+            vectors.append(template)
+            quality.append(track_quality)
+            keys.append(key)
+        evidence.tracks.append(
+            TrackEvidence(
+                key,
+                person.start_s,
+                person.end_s,
+                [[round(t, 3), *map(float, b)] for t, b in zip(person.times, person.boxes)],
+                track_quality,
+                kind="person",
+            )
+        )
+    for n, face in enumerate(faces):
+        if owner[n] is not None:
+            continue
+        template, track_quality = face_template([face])
         key = f"{prefix}:t{n:04d}"
         evidence.tracks.append(
             TrackEvidence(
                 key,
-                track.start_s,
-                track.end_s,
-                [[round(t, 3), *map(float, b)] for t, b in zip(track.times, track.boxes)],
+                face.start_s,
+                face.end_s,
+                [[round(t, 3), *map(float, b)] for t, b in zip(face.times, face.boxes)],
                 track_quality,
             )
         )
         vectors.append(template)
         quality.append(track_quality)
         keys.append(key)
-    if keys:
+    if keys and face_call is not None:
         evidence.face = Embeddings(
             np.stack(vectors), np.array(quality, np.float32), keys, face_call.model_id
         )
+    return persons
+
+
+_BODY_MODELS_LOCK = threading.Lock()  # MediaPipe graphs are shared and not thread-safe
+
+
+def _person_crops(
+    path: Path,
+    settings: Settings,
+    persons: list[LinkedTrack],
+    evidence: VideoEvidence,
+    with_faces: bool,
+) -> dict[int, tuple[list[np.ndarray], list[tuple[float, float, float, float]]]]:
+    """A second decode: each person track's padded crops (and its boxes in them), middle part.
+
+    Only crops are kept, never whole frames, so a long video costs no more memory than
+    TRACK_FRAMES_FOR_MODELS crops per track.
+    """
+    wanted: dict[int, list[tuple[int, int]]] = {}  # person frame index -> [(track, member)]
+    for n, track in enumerate(persons):
+        frames = [f for f, _ in track.members]
+        first = max(0, (len(frames) - TRACK_FRAMES_FOR_MODELS) // 2)
+        for m in range(first, min(len(frames), first + TRACK_FRAMES_FOR_MODELS)):
+            wanted.setdefault(frames[m], []).append((n, m))
+    out: dict[int, tuple[list[np.ndarray], list[tuple[float, float, float, float]]]] = {
+        n: ([], []) for n in range(len(persons))
+    }
+    # decode as the first pass did, so that person frame i is the same picture
+    sampler, index = _Rate(settings.person_fps), -1
+    try:
+        for frame in media.iter_frames(path, max(_rates(settings, with_faces, True).values())):
+            if not sampler.wants(frame.time_s):
+                continue
+            index += 1
+            for n, m in wanted.get(index, []):
+                x0, y0, x1, y1 = persons[n].boxes[m]
+                pad = CROP_PAD * (y1 - y0)
+                h, w = frame.image.shape[:2]
+                cx0, cy0 = int(max(0, x0 - pad)), int(max(0, y0 - pad))
+                cx1, cy1 = int(min(w, x1 + pad)), int(min(h, y1 + pad))
+                if cx1 - cx0 < 2 or cy1 - cy0 < 2:
+                    continue
+                out[n][0].append(frame.image[cy0:cy1, cx0:cx1].copy())
+                out[n][1].append((x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0))
+            if index >= max(wanted, default=-1):
+                break
+    except media.DecodeInterrupted as exc:
+        evidence.notes.append(f"video truncated on the second pass: {exc}")
+    return out
+
+
+def _person_evidence(
+    path: Path,
+    settings: Settings,
+    persons: list[LinkedTrack],
+    keys: list[str],
+    gait_call: TrackCall | None,
+    body_call: TrackCall | None,
+    evidence: VideoEvidence,
+    with_faces: bool,
+) -> None:
+    """Silhouettes -> gait rows and poses (or crops) -> body rows, one per person track."""
+    crops = _person_crops(path, settings, persons, evidence, with_faces)
+    silhouettes, poses, people = [], [], []
+    with _BODY_MODELS_LOCK:
+        for n, key in enumerate(keys):
+            images, boxes = crops[n]
+            if not images:
+                continue
+            if gait_call is not None:
+                from modalities.body.silhouettes import track_silhouettes
+
+                found = track_silhouettes(key, images, boxes)
+                if found is not None:
+                    silhouettes.append(found)
+            if body_call is not None and settings.body_model.startswith("clip3dreid"):
+                from modalities.body.clip_student import PersonCrops
+
+                people.append(PersonCrops(key, images))
+            elif body_call is not None:
+                from modalities.body.anthropometric import track_pose
+
+                pose = track_pose(key, images, boxes)
+                if pose is not None:
+                    poses.append(pose)
+    if gait_call is not None:
+        if silhouettes:
+            evidence.gait = gait_call(silhouettes)
+        if len(silhouettes) < len(keys):
+            evidence.notes.append(f"gait: {len(keys) - len(silhouettes)} tracks had no silhouette")
+    items = people or poses
+    if body_call is not None:
+        if items:
+            evidence.body = body_call(items)
+        if len(items) < len(keys):
+            evidence.notes.append(f"body: {len(keys) - len(items)} tracks had no pose")
 
 
 def _speech_segments(
     path: Path, prefix: str, settings: Settings, voice_call: VoiceCall, evidence: VideoEvidence
 ) -> None:
+    """Speech turns with their speaker (when diarizing) and the person track they belong to.
+
+    Diarizing, the VAD's speech regions are cut into speaker turns, and each turn's key carries
+    its speaker (`{prefix}:spkNN@start-end`); otherwise every VAD turn stands alone
+    (`{prefix}:voice@start-end`). The encoder embeds each turn of at least `min_turn_s`.
+    """
+    from modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
     from modalities.voice.resemblyzer_voice import turn_segments
     from modalities.voice.vad import detect_speech
 
@@ -119,28 +365,65 @@ def _speech_segments(
     except media.DecodeInterrupted as exc:
         evidence.notes.append(f"audio truncated: {exc}")
         return
-    turns = detect_speech(samples, method=settings.vad, min_turn_s=settings.min_turn_s)
-    if not turns:
+    labelled: list[tuple[SpeechTurn, str | None]]
+    if settings.diarize:
+        regions = detect_speech(samples, method=settings.vad, min_turn_s=MIN_REGION_S, max_turn_s=0)
+        window_s = max(1.5, settings.min_turn_s)  # every window must be long enough to embed
+        params = DiarizationParams(
+            window_s=window_s,
+            hop_s=window_s / 2,
+            method=settings.diarize_method,
+            threshold=settings.diarize_threshold,
+        )
+        result = diarize(samples, regions, voice_call, params, key=f"{prefix}:win")
+        labelled = list(result.turns(min_turn_s=settings.min_turn_s))
+    else:
+        turns = detect_speech(samples, method=settings.vad, min_turn_s=settings.min_turn_s)
+        labelled = [(turn, None) for turn in turns]
+    if not labelled:
         evidence.notes.append("no speech found")
         return
-    segments = turn_segments(samples, turns, f"{prefix}:voice")
+    segments = turn_segments(samples, [turn for turn, _ in labelled], f"{prefix}:voice")
+    for segment, (turn, speaker) in zip(segments, labelled):
+        if speaker is not None:
+            segment.key = turn_key(prefix, speaker, turn)
     rows = voice_call(segments)
     if len(rows) == 0:
         return
     evidence.voice = rows
-    by_key = {s.key: (t, s) for t, s in zip(turns, segments)}
-    for key, q in zip(rows.keys, rows.quality):
-        turn, _ = by_key[key]
+    by_key = {s.key: lab for s, lab in zip(segments, labelled)}
+    kept = [by_key[key] for key in rows.keys]
+    owners = link_turns(kept, evidence.tracks)
+    for key, q, (turn, _), owner in zip(rows.keys, rows.quality, kept, owners):
+        evidence.segments.append(SegmentEvidence(key, turn.start, turn.end, float(q), owner))
+
+
+def link_turns(
+    turns: list[tuple[SpeechTurn, str | None]], tracks: list[TrackEvidence]
+) -> list[str | None]:
+    """The person track each speech turn belongs to, or None.
+
+    A turn said while exactly one track is on screen belongs to that track. A speaker whose
+    on-screen turns all belong to the same single track lends it the rest of its turns too (said
+    off screen, or while others were visible); a speaker seen with several tracks lends none,
+    since diarization may have merged two people.
+    """
+    owners: list[str | None] = []
+    for turn, _speaker in turns:
         on_screen = [
-            tr.key
-            for tr in evidence.tracks
-            if overlap_s(turn.start, turn.end, tr.start_s, tr.end_s) > 0
+            tr.key for tr in tracks if overlap_s(turn.start, turn.end, tr.start_s, tr.end_s) > 0
         ]
-        evidence.segments.append(
-            SegmentEvidence(
-                key, turn.start, turn.end, float(q), on_screen[0] if len(on_screen) == 1 else None
-            )
-        )
+        owners.append(on_screen[0] if len(on_screen) == 1 else None)
+    seen_with: dict[str, set[str]] = {}
+    for (_turn, speaker), owner in zip(turns, owners):
+        if speaker is not None and owner is not None:
+            seen_with.setdefault(speaker, set()).add(owner)
+    return [
+        owner
+        if owner is not None or speaker is None or len(seen_with.get(speaker, ())) != 1
+        else next(iter(seen_with[speaker]))
+        for (_turn, speaker), owner in zip(turns, owners)
+    ]
 
 
 def analyze_video(
@@ -149,8 +432,15 @@ def analyze_video(
     settings: Settings,
     face_call: FaceCall | None,
     voice_call: VoiceCall | None,
+    person_call: PersonCall | None = None,
+    gait_call: TrackCall | None = None,
+    body_call: TrackCall | None = None,
 ) -> VideoEvidence:
-    """All evidence of one video. Raises MediaError when nothing at all can be decoded."""
+    """All evidence of one video. Raises MediaError when nothing at all can be decoded.
+
+    With `person_call`, people are tracked and faces join them; gait and body rows are
+    made per person track. Without it, tracks are face tracks as before.
+    """
     info = media.probe(path)
     if not info.has_video:
         raise MediaError(
@@ -158,8 +448,13 @@ def analyze_video(
         )
     prefix = content_hash[:16]
     evidence = VideoEvidence()
-    if face_call is not None:
-        _face_tracks(path, prefix, settings, face_call, evidence)
+    if face_call is not None or person_call is not None:
+        persons = _face_tracks(path, prefix, settings, face_call, evidence, person_call)
+        if persons and (gait_call is not None or body_call is not None):
+            keys = [t.key for t in evidence.tracks if t.kind == "person"]
+            _person_evidence(
+                path, settings, persons, keys, gait_call, body_call, evidence, face_call is not None
+            )
     if voice_call is not None:
         if info.has_audio:
             _speech_segments(path, prefix, settings, voice_call, evidence)
@@ -173,23 +468,29 @@ def probe_evidence(
 ) -> dict[str, dict[str, tuple[np.ndarray, float]]]:
     """Per probe, per modality: one vector and its quality.
 
-    A probe is a person track (face template plus the voice of the segments linked
-    to it) or a speech segment nobody on screen can claim (voice only).
+    A probe is a track (its face, gait and body rows plus the voice of the segments linked
+    to it) or a speaker nobody on screen can claim (voice only; a lone segment when the video
+    was not diarized).
     """
     from fusion.templates import build_templates
 
     probes: dict[str, dict[str, tuple[np.ndarray, float]]] = {k: {} for k in track_keys}
-    face = evidence_rows.get("face")
-    if face is not None:
-        for key, vec, q in zip(face.keys, face.vectors, face.quality):
-            if key in probes:
-                probes[key]["face"] = (vec, float(q))
+    for modality in TRACK_MODALITIES:  # one row per track, keyed by the track
+        rows = evidence_rows.get(modality)
+        if rows is not None:
+            for key, vec, q in zip(rows.keys, rows.vectors, rows.quality):
+                if key in probes:
+                    probes[key][modality] = (vec, float(q))
     voice = evidence_rows.get("voice")
     if voice is not None and len(voice):
-        owner = {s.key: (s.track_key or s.key) for s in segments}
-        labels = [owner.get(k, k) for k in voice.keys]
+        from modalities.voice.diarize import speaker_of_key
+
+        # A track's voice is its linked turns; the rest is one probe per speaker (its key is
+        # `{video}:spkNN`), or per turn when the video was not diarized.
+        owner = {s.key: s.track_key for s in segments}
+        labels = [owner.get(k) or speaker_of_key(k) or k for k in voice.keys]
         names, templates = build_templates(voice.vectors, voice.quality, labels)
         for name, template in zip(names, templates):
             qualities = [q for lab, q in zip(labels, voice.quality) if lab == name]
             probes.setdefault(name, {})["voice"] = (template, float(max(qualities)))
-    return probes
+    return {key: rows for key, rows in probes.items() if rows}  # a person seen, nothing measured
