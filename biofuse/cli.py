@@ -418,7 +418,8 @@ def demo(
     console.print(
         "modalities that ran: "
         + ", ".join(settings.modalities)
-        + " (gait and body: not implemented yet)"
+        + " (gait and body need whole bodies in view, which the sample's pasted faces lack:"
+        + " add them with BIOFUSE_MODALITIES=face,voice,gait,body)"
     )
     console.print("`biofuse --home " + str(settings.home) + " status` shows what failed and why")
 
