@@ -7,9 +7,15 @@ calibrated the fitted LLRs are on pairs they were not fitted on (3-fold Cllr; LF
 folds, voice folds by speaker). Fusion sums LLRs across modalities, so a miscalibrated
 modality would dominate or vanish; Cllr measures exactly that.
 
+Gait (`gait-compact-casiab`, `gei-pca-lda-casiab`) is scored here on CASIA-B training
+subjects, sequence against template as the pipeline does (about a minute of CPU), and checked on
+the test subjects; body (`mediapipe-pose-anthropometric`) reuses the half-track poses that
+`benchmarks/body_shape.py` caches. `--only gait,body` refits just those and keeps the others.
+
     .venv/bin/python benchmarks/lfw_dlib.py
     .venv/bin/python benchmarks/voice_librispeech.py
-    .venv/bin/python benchmarks/fit_default_calibration.py
+    nice -n 10 .venv/bin/python benchmarks/body_shape.py
+    .venv/bin/python benchmarks/fit_default_calibration.py [--only face,voice,gait,body]
 
 Writes fusion/default_calibration.json and benchmarks/results/calibration.json and .md.
 """
@@ -21,6 +27,7 @@ import csv
 import datetime as dt
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +36,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fusion.calibration import LinearCalibration, load_default, save_defaults  # noqa: E402
+from fusion.calibration import (  # noqa: E402
+    DEFAULTS_PATH,
+    LinearCalibration,
+    load_default,
+    save_defaults,
+)
 from fusion.metrics import cllr, eer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -127,6 +139,181 @@ def voice_pairs(path: Path) -> PairScores:
         ),
         # cross-corpus impostors differ in channel as well as voice: the easy part of the set
         subsets={"within_corpus": corpus(1) == corpus(2)},
+    )
+
+
+def subject_folds(ids: list[str]) -> dict[str, int]:
+    """Subjects (or tracks) dealt round-robin into the 3 folds."""
+    return {x: FOLDS[i % len(FOLDS)] for i, x in enumerate(sorted(set(ids)))}
+
+
+def fold_masks(fold_of: dict[str, int], a: list[str], b: list[str]) -> tuple[dict, dict]:
+    """Train on pairs with neither side in the held-out fold, test on pairs with both in it."""
+    f1 = np.array([fold_of[x] for x in a])
+    f2 = np.array([fold_of[x] for x in b])
+    return {k: (f1 != k) & (f2 != k) for k in FOLDS}, {k: (f1 == k) & (f2 == k) for k in FOLDS}
+
+
+GAIT_PROBES = (("nm-05", "nm-06"), ("bg-01", "bg-02"), ("cl-01", "cl-02"))
+GAIT_MAX_FRAMES = 30  # the compact CNN on CPU: 30 evenly spaced frames keep the fit to minutes
+
+
+def gait_pairs(name: str, seed: int = 0, held_out: bool = False) -> PairScores:
+    """CASIA-B training subjects (001-074; the test subjects 075-124 if `held_out`), scored as
+    the pipeline scores a probe track: against each identity's template, in the model's metric.
+
+    Both gait models were trained on subjects 001-074, so their genuine scores there are
+    better than on new people: the held-out check applies the fitted map to 075-124.
+
+    Per subject: a gallery template of nm-01..04 at one random view (quality-weighted,
+    `fusion.templates.build_templates` with the model's metric) and three probe sequences,
+    one NM (nm-05/06), one BG, one CL, each at its own random view (so most pairs are
+    cross-view). Every probe is scored against every subject's template.
+    """
+    from biofuse.config import Settings, shared_data_dir
+    from flows.models import GaitEmbedder
+    from fusion.scores import metric_for_model, similarity
+    from fusion.templates import build_templates
+    from modalities.gait.casiab import (
+        GALLERY_CONDITIONS,
+        TEST_SUBJECTS,
+        TRAIN_SUBJECTS,
+        VIEWS,
+        read_subject,
+        unpack,
+    )
+    from modalities.items import SilhouetteSequence
+
+    root = shared_data_dir() / "casiab"
+    embedder = GaitEmbedder(Settings(gait_model=name))
+    if hasattr(embedder.extractor, "max_frames_per_sequence"):
+        embedder.extractor.max_frames_per_sequence = GAIT_MAX_FRAMES
+    embedder.prepare("cpu")
+    metric = metric_for_model(embedder.model_id)
+    rng = np.random.default_rng(seed)
+    gallery: list[SilhouetteSequence] = []
+    owners: list[str] = []
+    probes: list[SilhouetteSequence] = []
+    probe_subject: list[str] = []
+    probe_kind: list[str] = []
+    for subject in TEST_SUBJECTS if held_out else TRAIN_SUBJECTS:
+        stored = read_subject(root, subject)
+        view = str(rng.choice(VIEWS))
+        for cond in GALLERY_CONDITIONS:
+            if (cond, view) in stored:
+                gallery.append(SilhouetteSequence(f"{subject}/{cond}", unpack(stored[cond, view])))
+                owners.append(subject)
+        for conds in GAIT_PROBES:
+            have = [k for k in stored if k[0] in conds]
+            if have:
+                cond, v = have[rng.integers(len(have))]
+                probes.append(SilhouetteSequence(f"{subject}/{cond}/{v}", unpack(stored[cond, v])))
+                probe_subject.append(subject)
+                probe_kind.append(cond[:2].upper())
+    g = embedder.embed(gallery)
+    owner = dict(zip([s.key for s in gallery], owners))
+    names, templates = build_templates(g.vectors, g.quality, [owner[k] for k in g.keys], metric)
+    p = embedder.embed(probes)
+    by_key = {s.key: (subj, kind) for s, subj, kind in zip(probes, probe_subject, probe_kind)}
+    table = similarity(p.vectors, templates, metric)
+    scores, labels, a, b, kinds = [], [], [], [], []
+    for i, key in enumerate(p.keys):
+        subj, kind = by_key[key]
+        for j, ident in enumerate(names):
+            scores.append(float(table[i, j]))
+            labels.append(int(ident == subj))
+            a.append(subj)
+            b.append(ident)
+            kinds.append(kind)
+    fold_of = subject_folds(list(names))
+    train, test = fold_masks(fold_of, a, b)
+    kinds_arr = np.array(kinds)
+    capped = hasattr(embedder.extractor, "max_frames_per_sequence")
+    cap = f", at most {GAIT_MAX_FRAMES} evenly spaced frames per sequence" if capped else ""
+    score_name = (
+        "minus part-averaged Euclidean distance of raw gait-compact part embeddings"
+        if metric != "cosine"
+        else f"cosine of {name} unit rows"
+    )
+    subjects_text = (
+        "CASIA-B test subjects 075-124, not seen in training"
+        if held_out
+        else "CASIA-B training subjects 001-074, no test subject 075-124"
+    )
+    return PairScores(
+        model=name,
+        data=(
+            f"{subjects_text}, {len(names)} subjects (../shared/data/casiab): per subject a "
+            "template of nm-01..04 at one random view "
+            f"(seed {seed}, quality-weighted, the model's metric) and 3 probe sequences (one "
+            f"nm-05/06, one bg, one cl, each at a random view, mostly cross-view){cap}; every "
+            "probe against every subject's template"
+        ),
+        score_name=score_name,
+        scores=np.array(scores),
+        labels=np.array(labels),
+        train=train,
+        test=test,
+        folds_how="3 folds of subjects (round-robin); fit on pairs with neither subject in the "
+        "held-out fold, evaluate on pairs with both in it",
+        subsets={f"{k}_probe": kinds_arr == k for k in ("NM", "BG", "CL")},
+    )
+
+
+def body_pairs() -> PairScores:
+    """Pedestrian-video half tracks of benchmarks/body_shape.py (its cached tracks and poses):
+    genuine = the two halves of a track, impostor = halves of two tracks on screen together
+    whose boxes never overlap (certainly two people; "any two tracks" would count a person
+    who left and came back as an impostor).
+    """
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from body_shape import MAX_BOX_HEIGHT, POSE_CACHE, all_half_sequences, trials
+    from body_tracks import CACHE, concurrent_and_apart, load_tracks
+
+    from biofuse.config import Settings
+    from flows.models import BodyEmbedder
+
+    for cache in (CACHE, POSE_CACHE):
+        if not cache.is_file():
+            raise SystemExit(f"{cache} not found: run benchmarks/body_shape.py first")
+    tracks = [
+        t for t in load_tracks() if np.median([b[3] - b[1] for b in t.boxes]) < MAX_BOX_HEIGHT
+    ]
+    by_id = {t.track_id: t for t in tracks}
+    embedder = BodyEmbedder(Settings())
+    embedder.prepare("cpu")
+    emb = embedder.embed(all_half_sequences([], tracks))
+    keys, vectors = emb.keys, emb.vectors
+    sims = vectors @ vectors.T  # unit rows: cosine, what the gallery uses
+    trial_sets = trials(keys, vectors, by_id)  # body_shape's own pair rules, for the counts
+    scores, labels, a, b = [], [], [], []
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            ti, tj = int(keys[i][:-1]), int(keys[j][:-1])
+            if ti != tj and not concurrent_and_apart(by_id[ti], by_id[tj]):
+                continue
+            scores.append(float(sims[i, j]))
+            labels.append(int(ti == tj))
+            a.append(str(ti))
+            b.append(str(tj))
+    assert sum(labels) == len(trial_sets["genuine"])
+    assert len(labels) - sum(labels) == len(trial_sets["impostor_concurrent"])
+    train, test = fold_masks(subject_folds(a + b), a, b)
+    return PairScores(
+        model="mediapipe-pose-anthropometric",
+        data=(
+            f"pedestrian video opencv_vtest_pedestrians.avi (../shared/data/video), "
+            f"{len(tracks)} HOG person tracks split into halves ({len(keys)} half-track pose "
+            "samples, benchmarks/body_shape.py caches): same = the two halves of a track, "
+            "different = halves of two tracks on screen together >= 1 s whose boxes never overlap"
+        ),
+        score_name="cosine of mediapipe-pose-anthropometric unit rows",
+        scores=np.array(scores),
+        labels=np.array(labels),
+        train=train,
+        test=test,
+        folds_how="3 folds of tracks (round-robin); fit on pairs with neither track in the "
+        "held-out fold, evaluate on pairs with both in it",
     )
 
 
@@ -263,6 +450,15 @@ def markdown(report: dict) -> str:
                 f"same / {sub['pooled_test_pairs'][1]} different): Cllr **{sub['cllr']:.3f}**, "
                 f"min Cllr {sub['min_cllr']:.3f}."
             )
+        if (check := r.get("held_out_check")) is not None:
+            refit = check["refit_on_them"]
+            lines.append(
+                f"- Held-out check, the shipped map on people the model never saw: {check['data']};"
+                f" {check['pairs']['same']} same / {check['pairs']['different']} different): Cllr "
+                f"**{check['cllr_shipped_map']:.3f}** (min {check['min_cllr']:.3f}, EER "
+                f"{100 * check['eer']:.2f} %); refit on them: slope {refit['slope']:.2f}, offset "
+                f"{refit['offset']:.2f}."
+            )
         lines.append("")
     lines += [
         "The LLRs come from logistic regression with balanced class weights, so they are "
@@ -273,22 +469,73 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def held_out_check(name: str, calibration: LinearCalibration) -> dict:
+    """The shipped map on CASIA-B test subjects 075-124, whom the gait model never saw."""
+    pairs = gait_pairs(name, held_out=True)
+    s, y = pairs.scores, pairs.labels
+    return {
+        "data": pairs.data,
+        "pairs": {"same": int(y.sum()), "different": int((y == 0).sum())},
+        "cllr_shipped_map": cllr_of(calibration.transform(s), y),
+        "min_cllr": cllr_of(pav_llrs(s, y), y),
+        "refit_on_them": asdict(LinearCalibration().fit(s, y)),
+        "eer": eer(s[y == 1], s[y == 0]),
+    }
+
+
+GROUPS = {
+    "face": ("dlib-resnet",),
+    "voice": ("resemblyzer-ge2e",),
+    "gait": ("gait-compact-casiab", "gei-pca-lda-casiab"),
+    "body": ("mediapipe-pose-anthropometric",),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--face", type=Path, default=RESULTS / "lfw_dlib_scores.tsv")
     parser.add_argument("--voice", type=Path, default=RESULTS / "voice_librispeech_scores.tsv")
     parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help="comma-separated groups to (re)fit: face,voice,gait,body; the other models keep "
+        "their entries in default_calibration.json and calibration.json",
+    )
+    parser.add_argument(
         "--no-save", action="store_true", help="report only; leave default_calibration.json"
     )
     args = parser.parse_args()
+    only = [g.strip() for g in args.only.split(",") if g.strip()]
+    if unknown := set(only) - set(GROUPS):
+        raise SystemExit(f"--only: unknown group(s) {sorted(unknown)}; use {', '.join(GROUPS)}")
 
     date = dt.date.today().isoformat()
-    fitted, models = {}, {}
-    for pairs in (lfw_pairs(args.face), voice_pairs(args.voice)):
-        fitted[pairs.model], models[pairs.model] = evaluate(pairs, date)
+    sources = {
+        "dlib-resnet": lambda: lfw_pairs(args.face),
+        "resemblyzer-ge2e": lambda: voice_pairs(args.voice),
+        "gait-compact-casiab": lambda: gait_pairs("gait-compact-casiab"),
+        "gei-pca-lda-casiab": lambda: gait_pairs("gei-pca-lda-casiab"),
+        "mediapipe-pose-anthropometric": body_pairs,
+    }
+    fitted = {k: load_default(k) for k in json.loads(DEFAULTS_PATH.read_text())}
+    previous = RESULTS / "calibration.json"
+    models = json.loads(previous.read_text())["models"] if previous.is_file() else {}
+    for group in only:
+        for name in GROUPS[group]:
+            start = time.perf_counter()
+            fitted[name], models[name] = evaluate(sources[name](), date)
+            if group == "gait":
+                models[name]["held_out_check"] = held_out_check(name, fitted[name])
+            print(f"{name}: fitted in {time.perf_counter() - start:.0f} s", flush=True)
+    order = [m for g in GROUPS.values() for m in g]
+    models = {
+        m: models[m] for m in sorted(models, key=lambda m: order.index(m) if m in order else 99)
+    }
     report = {
         "benchmark": "fit_default_calibration",
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": ".venv/bin/python benchmarks/fit_default_calibration.py --only "
+        + ",".join(only),
         "cllr_definition": "0.5 * (mean log2(1 + exp(-llr_target)) + "
         "mean log2(1 + exp(llr_nontarget))), natural-log LLRs",
         "models": models,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -203,8 +204,12 @@ def ensure_ray(settings: Settings) -> None:
     if settings.ray_address:
         ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
     else:
+        # Logical CPUs: at least what every model kind's actors ask for, or the last actors of
+        # a face+voice+gait+body run would wait forever on a 2-core machine. The models are
+        # mostly single-threaded, so a small oversubscription costs little.
+        demand = sum(actor_count(k, settings) for k in KIND_SETTINGS) * settings.num_cpus_per_actor
         ray.init(
-            num_cpus=max(2, os.cpu_count() or 2),
+            num_cpus=max(2, os.cpu_count() or 2, math.ceil(demand)),
             include_dashboard=False,
             ignore_reinit_error=True,
             log_to_driver=False,

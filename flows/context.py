@@ -8,9 +8,10 @@ from typing import Any
 
 from biofuse.catalog import Catalog
 from biofuse.config import Settings, load_settings
+from biofuse.errors import ConfigError, ModelMissingError
 from biofuse.registry import Registry
 from biofuse.store import EmbeddingStore
-from flows.actors import ModelHandle, ensure_ray, local_handle, start_actors
+from flows.actors import KIND_SETTINGS, ModelHandle, ensure_ray, local_handle, start_actors
 
 
 @dataclass
@@ -40,5 +41,15 @@ class Context:
         """The configured model's id (name + weights sha256) without loading it."""
         if kind in self.handles:
             return self.handles[kind].model_id
-        name = self.settings.face_model if kind == "face" else self.settings.voice_model
+        if kind not in KIND_SETTINGS:
+            raise ConfigError(
+                f"unknown model kind {kind!r}: use one of {', '.join(sorted(KIND_SETTINGS))}"
+            )
+        model_field, _ = KIND_SETTINGS[kind]
+        if model_field is None:  # the person detector is no registry file: its id is its own
+            raise ModelMissingError(
+                f"the {kind!r} model has no registry entry, so its id is known only once it is "
+                f"loaded: call ctx.model({kind!r}) first"
+            )
+        name = getattr(self.settings, model_field)
         return Registry(self.settings.models_dir).resolve(name).model_id

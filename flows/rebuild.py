@@ -31,12 +31,16 @@ from biofuse.store import StoredRows
 from flows.context import Context
 from fusion.calibration import LinearCalibration, load_default
 from fusion.normalize import CohortNormaliser, choose_cohort
-from fusion.scores import cosine_scores
+from fusion.scores import Metric, metric_for_model, similarity
 from fusion.templates import build_templates
 
 BUILDER = "biofuse-gallery-1"  # bump when the way templates are built changes: forces a rebuild
 COHORT_SIZE = 300  # cohort rows per group (as flows.gallery.pick_cohort draws them)
-SHIFT_GRID = np.linspace(-0.2, 1.0, 61)  # cosine scores at which calibration shifts are measured
+# scores at which calibration shifts are measured, per metric (gait-euclidean: minus distance)
+SHIFT_GRIDS: dict[str, np.ndarray] = {
+    "cosine": np.linspace(-0.2, 1.0, 61),
+    "gait-euclidean": np.linspace(-3.0, 0.0, 61),
+}
 
 
 # -- reading a version ---------------------------------------------------------------------
@@ -216,7 +220,7 @@ def input_fingerprint(
 
 # -- fitting -------------------------------------------------------------------------------
 def cohort_statistics(
-    templates: np.ndarray, cohort: np.ndarray
+    templates: np.ndarray, cohort: np.ndarray, metric: Metric = "cosine"
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Per template: mean and std of its scores against the cohort (z-norm statistics).
 
@@ -225,28 +229,30 @@ def cohort_statistics(
     processed there is none, and the other identities' templates stand in.
     """
     if len(cohort):
-        norm = CohortNormaliser("s").fit(templates, cohort)
+        norm = CohortNormaliser("s", metric=metric).fit(templates, cohort)
         assert norm.template_stats_ is not None
         mean, std = norm.template_stats_
         source = f"{len(cohort)} store rows outside the gallery"
         return mean.astype(np.float32), std.astype(np.float32), source
-    mean, std = gallery_cohort_statistics(templates)
+    mean, std = gallery_cohort_statistics(templates, metric)
     return mean, std, "the other identities' templates (no rows outside the gallery yet)"
 
 
-def gallery_cohort_statistics(templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of each template's cosine to every other template; (0, 1) alone."""
+def gallery_cohort_statistics(
+    templates: np.ndarray, metric: Metric = "cosine"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each template's score to every other template; (0, 1) alone."""
     n = len(templates)
     if n < 2:
         return np.zeros(n, np.float32), np.ones(n, np.float32)
-    scores = cosine_scores(templates, templates).astype(np.float64)
+    scores = similarity(templates, templates, metric).astype(np.float64)
     others = ~np.eye(n, dtype=bool)
     cohort = scores[others].reshape(n, n - 1)
     return cohort.mean(axis=1).astype(np.float32), cohort.std(axis=1).astype(np.float32)
 
 
 def enrollment_pairs(
-    vectors: np.ndarray, quality: np.ndarray, labels: list[str]
+    vectors: np.ndarray, quality: np.ndarray, labels: list[str], metric: Metric = "cosine"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and labels of each enrollment row against every identity's template.
 
@@ -254,18 +260,20 @@ def enrollment_pairs(
     (leave-one-out), so a genuine score is never a row compared with itself;
     identities with one row give impostor pairs only.
     """
-    names, templates = build_templates(vectors, quality, labels)
+    names, templates = build_templates(vectors, quality, labels, metric=metric)
     scores, targets = [], []
     labels_arr = np.asarray(labels)
     for i, (row, own) in enumerate(zip(vectors, labels)):
         others = [j for j, n in enumerate(names) if n != own]
         if others:
-            scores.extend(cosine_scores(row[None], templates[others])[0].tolist())
+            scores.extend(similarity(row[None], templates[others], metric)[0].tolist())
             targets.extend([0] * len(others))
         mates = np.flatnonzero((labels_arr == own) & (np.arange(len(labels)) != i))
         if len(mates):
-            _, loo = build_templates(vectors[mates], quality[mates], [own] * len(mates))
-            scores.append(float(cosine_scores(row[None], loo)[0, 0]))
+            _, loo = build_templates(
+                vectors[mates], quality[mates], [own] * len(mates), metric=metric
+            )
+            scores.append(float(similarity(row[None], loo, metric)[0, 0]))
             targets.append(1)
     return np.asarray(scores, np.float64), np.asarray(targets, int)
 
@@ -292,11 +300,14 @@ def fit_calibration(
     return fitted, counts
 
 
-def calibration_shift(before: LinearCalibration | None, after: LinearCalibration) -> float:
-    """Largest change of the LLR over cosine scores in [-0.2, 1] (0 when nothing changed)."""
+def calibration_shift(
+    before: LinearCalibration | None, after: LinearCalibration, metric: Metric = "cosine"
+) -> float:
+    """Largest change of the LLR over the metric's score range (0 when nothing changed)."""
     if before is None:
         return float("nan")
-    return float(np.max(np.abs(after.transform(SHIFT_GRID) - before.transform(SHIFT_GRID))))
+    grid = SHIFT_GRIDS[metric]
+    return float(np.max(np.abs(after.transform(grid) - before.transform(grid))))
 
 
 # -- writing a version ---------------------------------------------------------------------
@@ -315,9 +326,10 @@ def build_group(inputs: GroupInputs, min_pairs: int) -> BuiltGroup | None:
     owner = {k: n for n, k, _q in inputs.enrollments}
     stored = inputs.gallery
     labels = [owner[str(k)] for k in stored.keys]
-    names, templates = build_templates(stored.vectors, stored.quality, labels)
-    mean, std, cohort_source = cohort_statistics(templates, inputs.cohort)
-    scores, targets = enrollment_pairs(stored.vectors, stored.quality, labels)
+    metric = metric_for_model(inputs.model_id)  # part-Euclidean gait templates stay raw
+    names, templates = build_templates(stored.vectors, stored.quality, labels, metric=metric)
+    mean, std, cohort_source = cohort_statistics(templates, inputs.cohort, metric)
+    scores, targets = enrollment_pairs(stored.vectors, stored.quality, labels, metric)
     calibration, counts = fit_calibration(inputs.model_id, scores, targets, min_pairs)
     per_identity = {n: labels.count(n) for n in names}
     group = GalleryGroup(
@@ -438,7 +450,9 @@ def _compare(previous: GallerySnapshot | None, built: list[BuiltGroup]) -> dict[
         shifts[m] = {
             "before": {"slope": before.slope, "offset": before.offset},
             "after": {"slope": b.calibration.slope, "offset": b.calibration.offset},
-            "max_abs_llr_change": calibration_shift(before, b.calibration),
+            "max_abs_llr_change": calibration_shift(
+                before, b.calibration, metric_for_model(b.group.model_id)
+            ),
             "fitted_on": b.calibration.fitted_on,
         }
     return {

@@ -8,19 +8,28 @@ from modalities.base import l2_normalise
 
 
 def build_templates(
-    vectors: np.ndarray, quality: np.ndarray, labels: list[str] | np.ndarray
+    vectors: np.ndarray,
+    quality: np.ndarray,
+    labels: list[str] | np.ndarray,
+    metric: str = "cosine",
 ) -> tuple[list[str], np.ndarray]:
-    """Quality-weighted mean of each label's unit rows, renormalised.
+    """One template per label, in the space its model's `metric` compares in.
 
+    cosine: quality-weighted mean of the unit rows, renormalised. Any other metric (e.g.
+    the gait models' part-averaged Euclidean distance, see `fusion.scores.metric_for_model`)
+    compares raw rows, whose norms matter: the template is the quality-weighted mean of the
+    raw rows, so it lies in the same space as the probe rows it is scored against.
     Weights are floored so that an all-zero-quality identity still gets a template.
     """
     labels = np.asarray(labels)
     names = sorted(set(labels.tolist()))
     if not names:
         return [], np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
-    unit = l2_normalise(vectors)
+    cosine = metric == "cosine"
+    rows = l2_normalise(vectors) if cosine else np.asarray(vectors, np.float32)
     weights = np.maximum(np.asarray(quality, np.float32), 1e-3)
-    templates = np.stack(
-        [(unit[labels == n] * weights[labels == n, None]).sum(axis=0) for n in names]
-    )
-    return names, l2_normalise(templates)
+    sums = np.stack([(rows[labels == n] * weights[labels == n, None]).sum(axis=0) for n in names])
+    if cosine:
+        return names, l2_normalise(sums)
+    totals = np.array([weights[labels == n].sum() for n in names], np.float32)
+    return names, (sums / totals[:, None]).astype(np.float32)

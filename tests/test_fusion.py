@@ -70,6 +70,26 @@ def test_identify_ranks_by_fused_llr_and_says_unknown_below_threshold() -> None:
     assert decisions[2].decision == "bob" and decisions[2].modalities == ["voice"]
 
 
+def test_identify_uses_the_configured_rule() -> None:
+    calibration = {"face": LinearCalibration(10, -5), "voice": LinearCalibration(4, -2)}
+    face = table("face", [[0.9, 0.2], [0.3, 0.4], [NAN, NAN]])
+    voice = table("voice", [[0.6, 0.7], [NAN, NAN], [0.1, 0.9]])
+    # p0 LLRs: face alice 4, bob -3; voice alice 0.4, bob 0.8
+    mx = identify([face, voice], calibration, top_k=2, threshold_llr=0.0, method="max")
+    assert mx[0].candidates[0].fused_llr == pytest.approx(4.0, abs=1e-5)
+    assert mx[0].candidates[1].fused_llr == pytest.approx(0.8, abs=1e-5)
+    # weights face 3, voice 1, rescaled to sum to 2: alice (3*4 + 0.4) / 2 = 6.2
+    w = identify(
+        [face, voice],
+        calibration,
+        threshold_llr=0.0,
+        method="weighted",
+        weights={"face": 3.0, "voice": 1.0},
+    )
+    assert w[0].candidates[0].fused_llr == pytest.approx(6.2, abs=1e-5)
+    assert w[2].candidates[0].fused_llr == pytest.approx(1.6, abs=1e-5)  # voice alone: itself
+
+
 def test_open_set_threshold_grows_with_the_gallery() -> None:
     # one identity, even prior: odds (0.5 / 1) / (1 - 0.5) = 1 -> threshold 0
     assert open_set_threshold(1, 0.5) == pytest.approx(0.0)
@@ -105,3 +125,19 @@ def test_model_names_and_defaults() -> None:
     assert model_name("custom") == "custom"
     unknown = load_default("never-heard-of-000000000000")
     assert unknown.fitted_on.startswith("none")
+
+
+def test_part_euclidean_templates_stay_in_the_raw_embedding_space() -> None:
+    # gait-compact rows are compared raw (part-averaged Euclidean): a renormalised template
+    # would sit at distance ~|probe| from every probe. 16 parts x 1 channel.
+    from fusion.scores import metric_for_model, similarity
+
+    metric = metric_for_model("gait-compact-casiab-0123456789ab")
+    ones = np.ones(16, np.float32)
+    vectors = np.stack([0 * ones, 4 * ones, 1 * ones])
+    names, templates = build_templates(vectors, np.array([1.0, 3.0, 0.5]), ["a", "a", "b"], metric)
+    assert names == ["a", "b"]
+    # a: (1*0 + 3*4) / (1+3) = 3 in every part; b: its one row
+    np.testing.assert_allclose(templates, [3 * ones, ones], atol=1e-6)
+    # a probe of 3s: distance 0 to a, |3-1| = 2 in each part to b
+    np.testing.assert_allclose(similarity(3 * ones[None], templates, metric), [[0.0, -2.0]])
