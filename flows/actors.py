@@ -209,6 +209,9 @@ def ensure_ray(settings: Settings) -> None:
         # mostly single-threaded, so a small oversubscription costs little.
         demand = sum(actor_count(k, settings) for k in KIND_SETTINGS) * settings.num_cpus_per_actor
         ray.init(
+            # "local": a private Ray. Without it ray.init() joins any Ray it finds running on
+            # the machine (another operator's `biofuse process`), and dies with that one.
+            address="local",
             num_cpus=max(2, os.cpu_count() or 2, math.ceil(demand)),
             include_dashboard=False,
             ignore_reinit_error=True,

@@ -273,7 +273,7 @@ def process_archive(
             summary["skipped"] += 1
         else:
             summary["processed" if status == DONE else "failed"] += 1
-    ctx.catalog.finish_run(run_id, "done", summary)
+    ctx.catalog.finish_run(run_id, "done", {**summary, "models": ctx.model_stats()})
     return summary
 
 

@@ -37,6 +37,24 @@ class Context:
                 self.handles[kind] = local_handle(kind, self.settings)
         return self.handles[kind]
 
+    def model_stats(self) -> dict[str, dict[str, int]]:
+        """Per model kind run in Ray actors: items and batches so far, summed over replicas.
+
+        Recorded with each run so an operator can see how well batches filled.
+        """
+        import ray
+
+        stats = {}
+        for kind, actors in self.actors.items():
+            infos = ray.get([a.info.remote() for a in actors])
+            stats[kind] = {
+                "actors": len(infos),
+                "items": sum(i["items"] for i in infos),
+                "batches": sum(i["batches"] for i in infos),
+                "busy_actors": sum(i["items"] > 0 for i in infos),
+            }
+        return stats
+
     def model_id(self, kind: str) -> str:
         """The configured model's id (name + weights sha256) without loading it."""
         if kind in self.handles:

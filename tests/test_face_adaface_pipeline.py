@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -31,10 +32,15 @@ runner = CliRunner()
 
 def cli(*args: str) -> object:
     """Run `biofuse ...` without leaking --home's BIOFUSE_HOME into later tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("BIOFUSE_HOME", raising=False)
-        mp.delenv("BIOFUSE_CONFIG", raising=False)
+    # (MonkeyPatch.delenv of an unset variable records nothing to undo, so restore by hand)
+    saved = {k: os.environ.pop(k, None) for k in ("BIOFUSE_HOME", "BIOFUSE_CONFIG")}
+    try:
         return runner.invoke(app, list(args), terminal_width=200)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from conftest import write_bad_corpus
 from sqlalchemy import select
 
-from biofuse.catalog import Catalog, SpeechSegment, Track, Video
+from biofuse.catalog import Catalog, Run, SpeechSegment, Track, Video
 from biofuse.store import EmbeddingStore
 
 pytestmark = pytest.mark.slow
@@ -41,9 +41,6 @@ def archive(
 def test_archive_flow_records_every_file_and_reruns_write_nothing(
     archive: tuple[Path, dict[str, str]], tmp_path: Path, ray_session: None
 ) -> None:
-    import ray
-
-    from flows.actors import actor_name
     from flows.archive import run_process_archive
     from flows.context import Context
 
@@ -72,14 +69,13 @@ def test_archive_flow_records_every_file_and_reruns_write_nothing(
     counts = {m: n for m, _model, n in store.groups()}
     assert counts["face"] == 2 and counts["voice"] == len(segments)
 
-    # The models ran in Ray actors, which batched the calls.
-    name = actor_name("face", ctx.settings)
-    infos = [
-        ray.get(ray.get_actor(f"{name}-{i}").info.remote()) for i in range(ctx.settings.face_actors)
-    ]
-    items, batches = sum(i["items"] for i in infos), sum(i["batches"] for i in infos)
-    assert items >= 40 and 0 < batches <= items
-    assert all(i["items"] > 0 for i in infos), "calls alternate between the face actors"
+    # The models ran in Ray actors, which batched the calls; the run records how well.
+    with ctx.catalog.session() as s:
+        (run,) = s.scalars(select(Run).where(Run.kind == "process"))
+    face = run.summary["models"]["face"]
+    assert face["actors"] == ctx.settings.face_actors
+    assert face["items"] >= 40 and 0 < face["batches"] <= face["items"]
+    assert face["busy_actors"] == face["actors"], "calls alternate between the face actors"
 
     again = run_process_archive(str(folder), overrides=overrides)
     assert again["skipped"] == 3 and again["processed"] == 0

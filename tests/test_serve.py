@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -252,7 +253,20 @@ def test_the_gallery_endpoint_follows_the_rebuilt_version(
     assert gallery["template_counts"] == {"face": 2, "voice": 1}  # Blair enrolled from photos
 
 
+@pytest.fixture
+def modules_hypothesis_can_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypothesis reads `__file__` of every loaded module; SpeechBrain's lazy modules (loaded
+    when an earlier test used ECAPA) raise on that for optional extras such as k2, which
+    turned every fuzzed request into a spurious failure. Hide those modules meanwhile."""
+    for name, module in list(sys.modules.items()):
+        try:
+            getattr(module, "__file__", None)
+        except Exception:
+            monkeypatch.delitem(sys.modules, name)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("modules_hypothesis_can_walk")
 def test_the_api_never_answers_500_to_schema_fuzzing(client: TestClient) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given
