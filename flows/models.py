@@ -14,14 +14,31 @@ from biofuse.registry import Registry, ResolvedModel
 from modalities.base import Embeddings
 
 
-def _resolve_supported(kind: str, name: str, supported: str, settings: Settings) -> ResolvedModel:
-    """The pipeline runs one model per modality so far; say so instead of failing later."""
-    if name != supported:
+def resolve_wired(kind: str, name: str, wired: Sequence[str], settings: Settings) -> ResolvedModel:
+    """The registry entry of a model the pipeline can run, or a clear error naming those it can."""
+    if name not in wired:
         raise ModelMissingError(
-            f"{kind} model {name!r} is not wired into the pipeline yet; "
-            f"use {kind}_model = {supported!r}"
+            f"{kind} model {name!r} is not wired into the pipeline; use {kind}_model = one of "
+            f"{', '.join(repr(m) for m in wired)}"
         )
     return Registry(settings.models_dir).resolve(name)
+
+
+class ConfiguredExtractor:
+    """One configured Extractor behind `embed(items)`: what a Ray actor of that kind holds."""
+
+    extractor: Any
+
+    def _use(self, extractor: Any) -> None:
+        self.extractor = extractor
+        self.model_id = extractor.model_id
+        self.dim = extractor.dim
+
+    def prepare(self, device: str = "cpu") -> None:
+        self.extractor.prepare(device)
+
+    def embed(self, items: Sequence[Any]) -> Embeddings:
+        return self.extractor.embed(items)
 
 
 @dataclass
@@ -59,11 +76,7 @@ class FaceFrameAnalyzer:
         from modalities.face.quality import same_person_cos
 
         name = settings.face_model
-        if name not in FACE_MODELS:
-            raise ModelMissingError(
-                f"face model {name!r} is not one the pipeline runs; use face_model = one of "
-                f"{', '.join(FACE_MODELS)}"
-            )
+        resolve_wired("face", name, FACE_MODELS, settings)
         registry = Registry(settings.models_dir)
         dlib_model = registry.resolve("dlib-resnet")  # detector + landmarks for every model
         self.name = name
@@ -154,7 +167,7 @@ class FaceFrameAnalyzer:
 VOICE_MODELS = ("resemblyzer-ge2e", "ecapa-voxceleb")  # names VoiceEmbedder can build
 
 
-class VoiceEmbedder:
+class VoiceEmbedder(ConfiguredExtractor):
     """The configured speaker encoder (`voice_model`) behind one `embed(segments)` call.
 
     Every encoder takes the same `AudioSegment`s and applies the same minimum turn duration, so
@@ -163,35 +176,21 @@ class VoiceEmbedder:
 
     def __init__(self, settings: Settings) -> None:
         name = settings.voice_model
-        if name not in VOICE_MODELS:
-            raise ModelMissingError(
-                f"voice model {name!r} is not wired into the pipeline; use voice_model = one of "
-                f"{', '.join(repr(m) for m in VOICE_MODELS)}"
-            )
-        resolved = Registry(settings.models_dir).resolve(name)
-        self.extractor: Any
+        resolved = resolve_wired("voice", name, VOICE_MODELS, settings)
         if name == "ecapa-voxceleb":
             from modalities.voice.ecapa import EcapaExtractor
 
-            self.extractor = EcapaExtractor(resolved, min_duration_s=settings.min_turn_s)
+            self._use(EcapaExtractor(resolved, min_duration_s=settings.min_turn_s))
         else:
             from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
 
-            self.extractor = ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s)
-        self.model_id = self.extractor.model_id
-        self.dim = self.extractor.dim
-
-    def prepare(self, device: str = "cpu") -> None:
-        self.extractor.prepare(device)
-
-    def embed(self, items: Sequence[Any]) -> Embeddings:
-        return self.extractor.embed(items)
+            self._use(ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s))
 
 
 BODY_MODELS = ("mediapipe-pose-anthropometric", "clip3dreid-student-rn50")
 
 
-class BodyEmbedder:
+class BodyEmbedder(ConfiguredExtractor):
     """The configured body-shape model (`body_model`) behind one `embed(items)` call.
 
     The anthropometric default takes `PoseSequence`s (keypoints computed where the frames were,
@@ -201,35 +200,21 @@ class BodyEmbedder:
 
     def __init__(self, settings: Settings) -> None:
         name = settings.body_model
-        if name not in BODY_MODELS:
-            raise ModelMissingError(
-                f"body model {name!r} is not wired into the pipeline; use body_model = one of "
-                f"{', '.join(repr(m) for m in BODY_MODELS)}"
-            )
-        resolved = Registry(settings.models_dir).resolve(name)
-        self.extractor: Any
+        resolved = resolve_wired("body", name, BODY_MODELS, settings)
         if name == "clip3dreid-student-rn50":
             from modalities.body.clip_student import ClipStudentBodyExtractor
 
-            self.extractor = ClipStudentBodyExtractor(resolved)
+            self._use(ClipStudentBodyExtractor(resolved))
         else:
             from modalities.body.anthropometric import AnthropometricBodyExtractor
 
-            self.extractor = AnthropometricBodyExtractor(resolved)
-        self.model_id = self.extractor.model_id
-        self.dim = self.extractor.dim
-
-    def prepare(self, device: str = "cpu") -> None:
-        self.extractor.prepare(device)
-
-    def embed(self, items: Sequence[Any]) -> Embeddings:
-        return self.extractor.embed(items)
+            self._use(AnthropometricBodyExtractor(resolved))
 
 
 GAIT_MODELS = ("gei-pca-lda-casiab", "gaitbase-casiab", "gait-compact-casiab")
 
 
-class GaitEmbedder:
+class GaitEmbedder(ConfiguredExtractor):
     """The configured gait model (`gait_model`) behind one `embed(silhouette sequences)` call.
 
     Every gait model takes the tracker's `SilhouetteSequence`s (OpenGait-pretreated 64x64), so
@@ -239,32 +224,18 @@ class GaitEmbedder:
 
     def __init__(self, settings: Settings) -> None:
         name = settings.gait_model
-        if name not in GAIT_MODELS:
-            raise ModelMissingError(
-                f"gait model {name!r} is not wired into the pipeline; use gait_model = one of "
-                f"{', '.join(repr(m) for m in GAIT_MODELS)}"
-            )
-        resolved = Registry(settings.models_dir).resolve(name)
-        self.extractor: Any
+        resolved = resolve_wired("gait", name, GAIT_MODELS, settings)
         if name == "gei-pca-lda-casiab":
             from modalities.gait.gei import GeiGaitExtractor
 
-            self.extractor = GeiGaitExtractor(resolved)
+            self._use(GeiGaitExtractor(resolved))
         else:
             from modalities.gait.compact import COMPACT_CONFIG
             from modalities.gait.extractors import GaitBaseExtractor
             from modalities.gait.gaitbase import GAITBASE_CASIAB
 
             config = GAITBASE_CASIAB if name == "gaitbase-casiab" else COMPACT_CONFIG
-            self.extractor = GaitBaseExtractor(resolved, config)
-        self.model_id = self.extractor.model_id
-        self.dim = self.extractor.dim
-
-    def prepare(self, device: str = "cpu") -> None:
-        self.extractor.prepare(device)
-
-    def embed(self, items: Sequence[Any]) -> Embeddings:
-        return self.extractor.embed(items)
+            self._use(GaitBaseExtractor(resolved, config))
 
 
 class PersonFrameAnalyzer:
