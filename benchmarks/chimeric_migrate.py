@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,25 +40,17 @@ MODELS = {"A": "dlib chip", "B": "ArcFace alignment at dlib scale", "C": "ArcFac
 
 def embed_three(lfw: Path, images: list[str]) -> dict[str, np.ndarray]:
     import dlib
-    from lfw_alignment import dlib_chip_template
+    from lfw_alignment import dlib_chip_template, dlib_reference_models
 
-    from biofuse.registry import Registry
     from modalities.face.align import (
         ARCFACE_TEMPLATE_112,
-        Dlib68Landmarker,
         align_face,
         apply_transform,
         similarity_transform,
     )
     from modalities.face.dlib_face import CHIP_PADDING, CHIP_SIZE
 
-    with tempfile.TemporaryDirectory() as models_dir:
-        model = Registry(Path(models_dir)).resolve("dlib-resnet")
-    detector = dlib.get_frontal_face_detector()
-    sp5 = dlib.shape_predictor(str(model.paths["landmarks5"]))
-    net = dlib.face_recognition_model_v1(str(model.paths["embedder"]))
-    lm68 = Dlib68Landmarker()
-    lm68.prepare()
+    detector, sp5, net, lm68 = dlib_reference_models()
     dlib_tpl = dlib_chip_template()
     rgbs, chips_a, ours5, ours_in_dlib = [], [], [], []
     for rel in images:
