@@ -13,11 +13,15 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from filelock import FileLock
 
 from biofuse.errors import ModelMissingError
 
@@ -218,10 +222,27 @@ class Registry:
         return json.loads(self._index_path.read_text())
 
     def _write_index(self, index: dict) -> None:
+        # Actors in several processes resolve models at once: each writes its own temporary
+        # file and renames it over the index, so a reader never sees a half-written file.
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-        tmp.replace(self._index_path)
+        fd, tmp = tempfile.mkstemp(dir=self.models_dir, prefix=".registry.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(index, handle, indent=2, sort_keys=True)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the index is not secret
+            os.replace(tmp, self._index_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _update_index(self, change: Callable[[dict], None]) -> None:
+        """Read, change and write the index under a lock, so concurrent writers merge."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.models_dir / ".registry.lock"), timeout=60):
+            index = self._read_index()
+            index.setdefault("hash_cache", {})
+            change(index)
+            self._write_index(index)
 
     def _cached_sha(self, path: Path, index: dict) -> str:
         """Hash a file once per (path, size, mtime): packaged weights are tens of MB."""
@@ -265,11 +286,14 @@ class Registry:
     def resolve(self, name: str) -> ResolvedModel:
         paths = self.locate(name)
         index = self._read_index()
+        cached_before = len(index.get("hash_cache", {}))
         digests = [self._cached_sha(p, index) for p in paths.values()]
         sha = combined_sha256(digests)
         self._check_recorded(name, sha, index)
-        with contextlib.suppress(OSError):  # a read-only models folder only loses the cache
-            self._write_index(index)
+        if len(index["hash_cache"]) != cached_before:
+            new_hashes = index["hash_cache"]
+            with contextlib.suppress(OSError):  # a read-only models folder only loses the cache
+                self._update_index(lambda current: current["hash_cache"].update(new_hashes))
         return ResolvedModel(self.spec(name), paths, sha)
 
     @staticmethod
@@ -312,9 +336,8 @@ class Registry:
             shutil.copytree(source, target, dirs_exist_ok=True)
         else:
             shutil.copy2(source, target)
-        index = self._read_index()
         sha = tree_sha256(target)
-        index["models"][name] = {
+        record = {
             "name": name,
             "sha256": sha,
             "source": str(source.resolve()),
@@ -324,7 +347,7 @@ class Registry:
             "added_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             **details,
         }
-        self._write_index(index)
+        self._update_index(lambda current: current["models"].__setitem__(name, record))
         return ResolvedModel(spec, {role: target}, sha)
 
     def record(self, name: str) -> dict:

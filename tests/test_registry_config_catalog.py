@@ -48,6 +48,26 @@ def test_added_model_is_recorded_and_tampering_is_caught(tmp_path: Path) -> None
         Registry(tmp_path / "models").verify("gaitbase-casiab")
 
 
+def test_concurrent_index_writers_merge_and_readers_never_see_a_torn_file(
+    tmp_path: Path,
+) -> None:
+    # Ray starts several actors at once and each resolves its model, writing the hash cache.
+    registry = Registry(tmp_path / "models")
+
+    def write(i: int) -> None:
+        registry._update_index(lambda index: index["hash_cache"].__setitem__(f"key{i}", "sha"))
+
+    def read(_: int) -> int:
+        return len(Registry(tmp_path / "models")._read_index()["hash_cache"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        jobs = [pool.submit(write if i % 2 else read, i) for i in range(400)]
+        for job in jobs:
+            job.result()  # a torn file raises JSONDecodeError here
+    assert len(registry._read_index()["hash_cache"]) == 200
+    assert not list((tmp_path / "models").glob("*.tmp"))
+
+
 def test_config_layers_file_then_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
