@@ -129,6 +129,11 @@ def enroll(
     console.print(f"{name}: {len(report['files'])} files enrolled, {rows} new store rows")
     for path, reason in report["errors"].items():
         console.print(f"  [yellow]skipped[/] {path}: {reason}")
+    if rows and report["gallery_version"] is not None:
+        console.print(
+            f"identify uses gallery version {report['gallery_version']}: the new evidence joins "
+            "it at the next `biofuse gallery rebuild` (nightly, or run it now)"
+        )
 
 
 # -- identify ----------------------------------------------------------------------------

@@ -145,6 +145,9 @@ def enroll(
             report["files"][raw] = enroll_media(ctx, identity, Path(raw))
         except MediaError as exc:
             report["errors"][raw] = str(exc)
+    # identify reads the current gallery version; new rows join it at the next rebuild
+    snapshot = current_gallery(ctx.catalog)
+    report["gallery_version"] = snapshot.number if isinstance(snapshot, GallerySnapshot) else None
     return report
 
 
