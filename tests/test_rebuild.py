@@ -341,8 +341,6 @@ def test_the_prefect_flow_rebuilds_and_records_a_run(
     from biofuse.catalog import Run
     from flows.rebuild import rebuild_gallery
 
-    # a busy CI machine can take longer than Prefect's default 20 s to start its local API
-    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     ctx = _open(home)
     with ctx.catalog.session() as s:  # nothing stale: the flow needs no model actor
         s.execute(delete(Enrollment).where(Enrollment.model_id == OLD_MODEL))
