@@ -127,6 +127,13 @@ def test_model_names_and_defaults() -> None:
     assert unknown.fitted_on.startswith("none")
 
 
+def test_shipped_gait_maps_are_fitted_on_people_the_gait_models_never_saw() -> None:
+    # a map fitted on the training subjects is overconfident on an operator's strangers
+    for name in ("gait-compact-casiab", "gei-pca-lda-casiab"):
+        fitted_on = load_default(f"{name}-0123456789ab").fitted_on
+        assert fitted_on.startswith("CASIA-B test subjects 075-124, not seen in training")
+
+
 def test_part_euclidean_templates_stay_in_the_raw_embedding_space() -> None:
     # gait-compact rows are compared raw (part-averaged Euclidean): a renormalised template
     # would sit at distance ~|probe| from every probe. 16 parts x 1 channel.
