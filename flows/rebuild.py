@@ -71,7 +71,11 @@ class GallerySnapshot:
         return None if group is None else (list(group.identities), group.templates)
 
     def normaliser(self, modality: str, model_id: str) -> CohortNormaliser | None:
-        """s-norm fitted on this version's cohort; None without a cohort outside the gallery."""
+        """s-norm fitted on this version's cohort; None without a cohort outside the gallery.
+
+        identify does not apply it (benchmarks/score_normalisation.py: no worthwhile gain for
+        faces, a cohort-dependent one for voices); it is here for analysts and for re-measuring.
+        """
         group = self.groups.get((modality, model_id))
         if group is None or len(group.cohort) == 0:
             return None
