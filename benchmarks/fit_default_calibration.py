@@ -7,6 +7,9 @@ calibrated the fitted LLRs are on pairs they were not fitted on (3-fold Cllr; LF
 folds, voice folds by speaker). Fusion sums LLRs across modalities, so a miscalibrated
 modality would dominate or vanish; Cllr measures exactly that.
 
+Voice is fitted on the VAD turns of the default speech detector (`--voice-vad` to choose
+another); the other detectors in the score file are reported beside it for comparison.
+
 Gait (`gait-compact-casiab`, `gei-pca-lda-casiab`) is scored here, sequence against template
 as the pipeline does (about two minutes of CPU), on CASIA-B test subjects 075-124: both models were
 trained on 001-074 and score those people better than strangers, while an operator's gallery is
@@ -97,17 +100,20 @@ def speaker_folds(speakers: list[str]) -> dict[str, int]:
     return {s: FOLDS[i % len(FOLDS)] for i, s in enumerate(ordered)}
 
 
-def voice_pairs(path: Path) -> PairScores:
-    """LibriSpeech/VCTK/VCC trials; VAD turns if scored, since the system embeds VAD turns.
+def voice_pairs(path: Path, vad: str) -> PairScores:
+    """LibriSpeech/VCTK/VCC trials on the turns of speech detector `vad`, since the system
+    embeds VAD turns (the default calibration uses the default detector's).
 
     Folds are by speaker: a fold's test pairs have both speakers in it, its training pairs
     neither, so no voice is seen on both sides. Pairs across two folds are only used for
     fitting (the fold that holds neither speaker out).
     """
     rows = read_tsv(path)
-    column = (
-        "cosine_vad_turns" if rows and rows[0].get("cosine_vad_turns") is not None else "cosine"
-    )
+    column = f"cosine_vad_turns_{vad}"
+    if not rows or column not in rows[0]:
+        raise SystemExit(
+            f"{path} has no column {column}: run benchmarks/voice_librispeech.py --vads {vad}"
+        )
     rows = [r for r in rows if r[column] != ""]  # utterances with no turn >= 1 s: no embedding
     scores = np.array([float(r[column]) for r in rows])
     labels = np.array([int(r["same"]) for r in rows])
@@ -118,11 +124,7 @@ def voice_pairs(path: Path) -> PairScores:
     def corpus(side: int) -> np.ndarray:
         return np.array([r[f"speaker{side}"].split("-", 1)[0] for r in rows])
 
-    variant = (
-        "VAD turns (webrtc), quality-weighted template per utterance"
-        if column == "cosine_vad_turns"
-        else "whole utterance"
-    )
+    variant = f"VAD turns ({vad}), quality-weighted template per utterance"
     utterances = len({r["utt1"] for r in rows} | {r["utt2"] for r in rows})
     return PairScores(
         model="resemblyzer-ge2e",
@@ -465,6 +467,17 @@ def markdown(report: dict) -> str:
                 f"{seen['cllr_on_unseen_cv_pairs']:.3f} on the CV test pairs): overconfident on "
                 "people the model never saw, as every operator's gallery is."
             )
+        for vad, other in r.get("other_vads", {}).items():
+            lines.append(
+                f"- Same recipe on {vad} VAD turns instead ({other['pairs']['same']} same / "
+                f"{other['pairs']['different']} different): CV Cllr **{other['cv_cllr']:.3f}** "
+                f"(min {other['cv_min_cllr']:.3f}), EER {100 * other['eer_all_pairs']:.2f} %"
+                + "".join(
+                    f"; {n.replace('_', ' ')} CV Cllr {sub['cllr']:.3f}"
+                    for n, sub in other["cv_subsets"].items()
+                )
+                + "."
+            )
         lines.append("")
     lines += [
         "The LLRs come from logistic regression with balanced class weights, so they are "
@@ -497,6 +510,27 @@ def fitted_on_training_subjects(name: str, unseen: PairScores, date: str) -> dic
     }
 
 
+def voice_other_vads(path: Path, fitted_vad: str, date: str) -> dict:
+    """CV Cllr, min Cllr and EER of the same recipe on the turns of every other detector in the
+    score file, to compare speech detectors on calibration as well as on EER."""
+    head = read_tsv(path)[0]
+    prefix = "cosine_vad_turns_"
+    out = {}
+    for vad in sorted(c.removeprefix(prefix) for c in head if c.startswith(prefix)):
+        if vad == fitted_vad:
+            continue
+        _, report = evaluate(voice_pairs(path, vad), date)
+        out[vad] = {
+            "pairs": report["pairs"],
+            "fitted": {k: report["fitted"][k] for k in ("slope", "offset")},
+            "eer_all_pairs": report["eer_all_pairs"],
+            "cv_cllr": report["cross_validation"]["cllr"],
+            "cv_min_cllr": report["cross_validation"]["min_cllr"],
+            "cv_subsets": report["cross_validation"]["subsets"],
+        }
+    return out
+
+
 GROUPS = {
     "face": ("dlib-resnet",),
     "voice": ("resemblyzer-ge2e",),
@@ -506,9 +540,17 @@ GROUPS = {
 
 
 def main() -> None:
+    from biofuse.config import Settings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--face", type=Path, default=RESULTS / "lfw_dlib_scores.tsv")
     parser.add_argument("--voice", type=Path, default=RESULTS / "voice_librispeech_scores.tsv")
+    parser.add_argument(
+        "--voice-vad",
+        default=Settings.model_fields["vad"].default,
+        help="whose VAD turns the voice calibration is fitted on (default: the configured "
+        "default detector, since that is what the pipeline embeds)",
+    )
     parser.add_argument(
         "--only",
         default=",".join(GROUPS),
@@ -526,7 +568,7 @@ def main() -> None:
     date = dt.date.today().isoformat()
     sources = {
         "dlib-resnet": lambda: lfw_pairs(args.face),
-        "resemblyzer-ge2e": lambda: voice_pairs(args.voice),
+        "resemblyzer-ge2e": lambda: voice_pairs(args.voice, args.voice_vad),
         "gait-compact-casiab": lambda: gait_pairs("gait-compact-casiab", unseen=True),
         "gei-pca-lda-casiab": lambda: gait_pairs("gei-pca-lda-casiab", unseen=True),
         "mediapipe-pose-anthropometric": body_pairs,
@@ -543,6 +585,8 @@ def main() -> None:
                 models[name]["fitted_on_training_subjects"] = fitted_on_training_subjects(
                     name, pairs, date
                 )
+            if group == "voice":
+                models[name]["other_vads"] = voice_other_vads(args.voice, args.voice_vad, date)
             print(f"{name}: fitted in {time.perf_counter() - start:.0f} s", flush=True)
     order = [m for g in GROUPS.values() for m in g]
     models = {

@@ -9,13 +9,14 @@ folder, which this machine does not have).
   (webrtc, energy, silero, and oracle speech from the RTTM), clustering (agglomerative with a
   threshold, spectral with eigengap count, agglomerative with the oracle speaker count), collar
   0.25 s and 0 s, overlapped speech scored or skipped. The agglomerative threshold is swept;
-  the default is chosen on the 10 `trn` excerpts (webrtc speech, collar 0.25 s, overlap scored)
-  and also reported on the 4 held-out `dev`/`tst` excerpts.
+  the best one on the 10 `trn` excerpts (collar 0.25 s, overlap scored) is reported for each
+  speech detector, and every configuration also on the held-out `dev`/`tst` excerpts.
 - Speaker verification: every RTTM turn of at least 1 s is embedded; a trial is a pair of turns
   from different excerpts (AMI participant ids are global, so the same id in two excerpts is the
   same person); score = cosine; EER from fusion.metrics.
 - RTF: decode (PyAV) + VAD + window embeddings + clustering + turn embeddings, per recording,
-  compute seconds / audio seconds, best of `--repeats`.
+  compute seconds / audio seconds, best of `--repeats`, for each of `RTF_VADS`; the detectors
+  take turns within each repeat (order alternating), so the machine's load falls on all alike.
 
     nice -n 10 .venv/bin/python benchmarks/voice_ami.py [--threads 1] [--repeats 3]
 
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from biofuse import media  # noqa: E402
-from biofuse.config import shared_data_dir  # noqa: E402
+from biofuse.config import Settings, shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
 from fusion.metrics import eer  # noqa: E402
 from modalities.base import Embeddings  # noqa: E402
@@ -60,6 +61,8 @@ RESULTS = REPO / "benchmarks" / "results"
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 FOLD_WINDOWS = (1, 2, 3, 4)  # min_speaker_windows values compared at the default threshold
 SADS = ("webrtc", "energy", "silero", "oracle")
+RTF_VADS = ("webrtc", "silero")  # the default and its contender
+DEFAULT_VAD = Settings.model_fields["vad"].default
 README_BASELINE = {"webrtc, threshold 0.227": 94.7, "oracle speech + oracle count": 34.3}
 
 
@@ -197,7 +200,7 @@ def diarization_tables(recs: list[Recording], extractor: ResemblyzerExtractor) -
                 "trn": score(train, hyps, main)["collar0.25_overlap"]["der"],
             }
             print(f"sweep {sad} {t}: {sweep[sad][str(t)]}", flush=True)
-    tuned = min(THRESHOLDS, key=lambda t: sweep["webrtc"][str(t)]["trn"])
+    tuned = {sad: min(THRESHOLDS, key=lambda t: sweep[sad][str(t)]["trn"]) for sad in SADS}
     folding: dict[str, dict[str, dict[str, float]]] = {}
     for sad in ("webrtc", "silero", "oracle"):
         folding[sad] = {}
@@ -239,7 +242,7 @@ def diarization_tables(recs: list[Recording], extractor: ResemblyzerExtractor) -
     }
     return {
         "sweep_collar0.25_overlap": sweep,
-        "threshold_tuned_on_trn_webrtc": tuned,
+        "threshold_tuned_on_trn": tuned,
         "min_speaker_windows_sweep": folding,
         "default_threshold": DEFAULT_THRESHOLD,
         "table": table,
@@ -283,27 +286,33 @@ def verification(recs: list[Recording], extractor: ResemblyzerExtractor, min_s: 
 
 
 def real_time_factor(root: Path, extractor: ResemblyzerExtractor, repeats: int) -> dict:
-    """The pipeline's voice path per recording: decode, VAD, diarize, embed the speaker turns."""
+    """The pipeline's voice path per recording: decode, VAD, diarize, embed the speaker turns.
+
+    One entry per detector in `RTF_VADS`, timed in turns within each repeat.
+    """
     from modalities.voice import turn_segments
 
     wavs = sorted(root.glob("*.wav"))
-    runs = []
-    audio_s = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        audio_s = 0.0
-        for wav in wavs:
-            samples = media.read_audio(wav)
-            audio_s += len(samples) / SR
-            regions = detect_speech(samples, min_turn_s=MIN_REGION_S, max_turn_s=0)
-            result = diarize(samples, regions, extractor.embed)
-            turns = [t for t, _ in result.turns()]
-            extractor.embed(turn_segments(samples, turns, wav.stem))
-        runs.append((time.perf_counter() - started) / audio_s)
+    audio_s = sum(len(media.read_audio(wav)) / SR for wav in wavs)
+    for vad in RTF_VADS:  # load each detector's model before the clock runs
+        detect_speech(np.zeros(SR, np.float32), method=vad)
+    runs: dict[str, list[float]] = {vad: [] for vad in RTF_VADS}
+    for r in range(repeats):
+        for vad in RTF_VADS if r % 2 == 0 else RTF_VADS[::-1]:
+            started = time.perf_counter()
+            for wav in wavs:
+                samples = media.read_audio(wav)
+                regions = detect_speech(samples, method=vad, min_turn_s=MIN_REGION_S, max_turn_s=0)
+                result = diarize(samples, regions, extractor.embed)
+                turns = [t for t, _ in result.turns()]
+                extractor.embed(turn_segments(samples, turns, wav.stem))
+            runs[vad].append((time.perf_counter() - started) / audio_s)
     return {
         "audio_s": round(audio_s, 1),
-        "rtf_best": round(min(runs), 4),
-        "rtf_runs": [round(r, 4) for r in runs],
+        "by_vad": {
+            vad: {"rtf_best": round(min(r), 4), "rtf_runs": [round(x, 4) for x in r]}
+            for vad, r in runs.items()
+        },
     }
 
 
@@ -351,8 +360,9 @@ def markdown(report: dict) -> str:
         lines.append(f"| {sad} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Best threshold on the trn excerpts (webrtc speech): {d['threshold_tuned_on_trn_webrtc']}"
-        f"; default in modalities/voice/diarize.py: {d['default_threshold']}.",
+        "Best threshold on the trn excerpts: "
+        + ", ".join(f"{sad} speech {t}" for sad, t in d["threshold_tuned_on_trn"].items())
+        + f"; default in modalities/voice/diarize.py: {d['default_threshold']}.",
         "",
         f"### Folding small speakers (threshold {d['default_threshold']}): DER all / trn, "
         f"speakers found (true: {sum(d['true_speakers'].values())})",
@@ -381,8 +391,18 @@ def markdown(report: dict) -> str:
         "",
         "## Real-time factor of the voice path (CPU)",
         "",
-        f"Decode + webrtc VAD + diarize + turn embeddings on {report['rtf']['audio_s']} s: "
-        f"**RTF {report['rtf']['rtf_best']}** (runs {report['rtf']['rtf_runs']}).",
+        f"Decode + VAD + diarize + turn embeddings on {report['rtf']['audio_s']} s, the "
+        "detectors timed in turns in one run (compute seconds / audio seconds, best of repeats):",
+        "",
+        "| VAD | RTF | runs |",
+        "| --- | --- | --- |",
+        *(
+            f"| {vad}{' (default)' if vad == report['default_vad'] else ''} | "
+            f"**{r['rtf_best']}** | {r['rtf_runs']} |"
+            for vad, r in report["rtf"]["by_vad"].items()
+        ),
+        "",
+        f"Default speech detector (`biofuse.config.Settings.vad`): `{report['default_vad']}`.",
         "",
         f"Environment: Python {env['python']}, torch {env['torch']} ({env['threads']} threads), "
         f"{env['cpus']} CPUs (shared), load average before the run {env['load_before']}.",
@@ -410,6 +430,7 @@ def main() -> None:
         report = {
             "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "model": extractor.model_id,
+            "default_vad": DEFAULT_VAD,
             "diarization": diarization_tables(recs, extractor),
             "verification": verification(recs, extractor, min_s=1.0),
             "rtf": real_time_factor(root, extractor, args.repeats),

@@ -5,16 +5,20 @@ LibriSpeech test-other, VCTK and VCC2016) is one trial, scored by the cosine of 
 embeddings. Three ways to embed an utterance:
 
 - `whole`: our ResemblyzerExtractor on the whole utterance (volume normalised, no trimming);
-- `vad_turns`: our VAD turns (webrtc, defaults) embedded one by one, then the quality-weighted
-  mean (`voice_template`); utterances without any turn of >= 1 s drop out with their trials;
+- `vad_turns_<vad>`: our VAD turns (each of `--vads`, detector defaults) embedded one by one,
+  then the quality-weighted mean (`voice_template`), as the pipeline embeds a person's speech;
+  utterances without any turn of >= 1 s drop out with their trials;
 - `resemblyzer_reference`: Resemblyzer's own `preprocess_wav` + `embed_utterance`, which is how
   the data README's baseline was measured, to show this run reproduces it.
 
-Also the real-time factor of the embedding on CPU (compute seconds / audio seconds).
+Also the real-time factor of the embedding on CPU (compute seconds / audio seconds), each VAD
+timed in the same run (alternating) so that the machine's load is the same for all of them.
 
-    .venv/bin/python benchmarks/voice_librispeech.py [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/voice_librispeech.py [--threads 2] [--repeats 3] \
+        [--vads webrtc,silero]
 
-Writes benchmarks/results/voice_librispeech.json and .md.
+Writes benchmarks/results/voice_librispeech.json and .md, and the per-pair cosines of every
+variant to voice_librispeech_scores.tsv (read by fit_default_calibration.py).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biofuse.config import shared_data_dir  # noqa: E402
+from biofuse.config import Settings, shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
 from modalities.base import Embeddings  # noqa: E402
 from modalities.voice import (  # noqa: E402
@@ -113,10 +117,12 @@ def embed_whole(ex: ResemblyzerExtractor, utts: list[Utterance]) -> dict[int, np
     return {int(k): v for k, v in zip(emb.keys, emb.vectors, strict=True)}
 
 
-def embed_vad_turns(ex: ResemblyzerExtractor, utts: list[Utterance]) -> dict[int, np.ndarray]:
+def embed_vad_turns(
+    ex: ResemblyzerExtractor, utts: list[Utterance], vad: str
+) -> dict[int, np.ndarray]:
     segments = []
     for i, u in enumerate(utts):
-        segments += turn_segments(u.samples, detect_speech(u.samples, SR), str(i))
+        segments += turn_segments(u.samples, detect_speech(u.samples, SR, method=vad), str(i))
     emb = ex.embed(segments)
     out = {}
     for i in range(len(utts)):
@@ -214,6 +220,20 @@ def timed(fn: Callable[[], T], repeats: int) -> tuple[T, list[float]]:
     return out, times
 
 
+def timed_together(fns: dict[str, Callable[[], T]], repeats: int) -> dict[str, tuple[T, list]]:
+    """`timed` for several functions, run in turn within each repeat (the order alternating),
+    so that a change in the machine's load between repeats falls on all of them alike."""
+    results: dict[str, T] = {}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(max(1, repeats)):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            results[name] = fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: (results[name], times[name]) for name in names}
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -259,11 +279,18 @@ def markdown(report: dict) -> str:
     for name, rtf in report["rtf"].items():
         runs = ", ".join(f"{x:.4f}" for x in rtf["all"])
         lines.append(f"| {name} | {rtf['best']:.4f} | {runs} |")
-    dropped = report["variants"]["vad_turns"]["utterances_without_embedding"]
+    lines.append("")
+    for vad in report["vads"]:
+        dropped = report["variants"][f"vad_turns_{vad}"]["utterances_without_embedding"]
+        lines.append(
+            f"`vad_turns_{vad}` drops {len(dropped)} utterance(s) with no speech turn of at least "
+            f"1 s ({', '.join(dropped) or 'none'}): missing evidence is absent, so their trials "
+            "are not scored."
+        )
     lines += [
         "",
-        f"`vad_turns` drops utterances with no speech turn of at least 1 s ({', '.join(dropped)}"
-        "): missing evidence is absent, so their trials are not scored.",
+        f"The default VAD (`biofuse.config.Settings.vad`) at the time of the run: "
+        f"`{report['default_vad']}`.",
         "",
         f"Environment: Python {env['python']}, torch {env['torch']} ({env['torch_threads']} "
         f"threads), {env['cpus']} CPUs, load average before the run {env['load_before']}, "
@@ -277,7 +304,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is kept)")
+    parser.add_argument(
+        "--vads", default="webrtc,silero", help="comma-separated speech detectors to compare"
+    )
     args = parser.parse_args()
+    vads = [v.strip() for v in args.vads.split(",") if v.strip()]
 
     import torch
 
@@ -295,10 +326,24 @@ def main() -> None:
     extractor.prepare("cpu")
     reference = reference_embedder("cpu")
 
+    for vad in vads:  # load each detector's model before the clock runs
+        detect_speech(utts[0].samples, SR, method=vad)
     whole, t_whole = timed(lambda: embed_whole(extractor, utts), args.repeats)
-    turns, t_turns = timed(lambda: embed_vad_turns(extractor, utts), args.repeats)
-    _, t_vad = timed(lambda: [detect_speech(u.samples, SR) for u in utts], args.repeats)
+    by_vad = timed_together(
+        {vad: (lambda v=vad: embed_vad_turns(extractor, utts, v)) for vad in vads}, args.repeats
+    )
+    vad_only = timed_together(
+        {
+            vad: (lambda v=vad: [detect_speech(u.samples, SR, method=v) for u in utts])
+            for vad in vads
+        },
+        args.repeats,
+    )
     ref, t_ref = timed(lambda: reference(utts), args.repeats)
+    timings = {"whole (ResemblyzerExtractor.embed)": t_whole}
+    timings |= {f"vad_turns_{v} ({v} VAD + embed + template)": by_vad[v][1] for v in vads}
+    timings |= {f"{v} VAD only": vad_only[v][1] for v in vads}
+    timings["resemblyzer_reference (preprocess_wav + embed_utterance)"] = t_ref
 
     report = {
         "benchmark": "voice_librispeech",
@@ -307,19 +352,16 @@ def main() -> None:
         "utterances": len(utts),
         "audio_s": audio_s,
         "model_id": extractor.model_id,
+        "vads": vads,
+        "default_vad": Settings.model_fields["vad"].default,
         "variants": {
             "whole": verification(utts, whole),
-            "vad_turns": verification(utts, turns),
+            **{f"vad_turns_{v}": verification(utts, by_vad[v][0]) for v in vads},
             "resemblyzer_reference": verification(utts, ref),
         },
         "rtf": {
             name: {"best": min(t) / audio_s, "all": [x / audio_s for x in t]}
-            for name, t in {
-                "whole (ResemblyzerExtractor.embed)": t_whole,
-                "vad_turns (webrtc VAD + embed + template)": t_turns,
-                "webrtc VAD only": t_vad,
-                "resemblyzer_reference (preprocess_wav + embed_utterance)": t_ref,
-            }.items()
+            for name, t in timings.items()
         },
         "environment": {
             "python": platform.python_version(),
@@ -336,7 +378,7 @@ def main() -> None:
     write_pair_scores(
         RESULTS / "voice_librispeech_scores.tsv",
         utts,
-        {"whole": whole, "vad_turns": turns, "reference": ref},
+        {"whole": whole, **{f"vad_turns_{v}": by_vad[v][0] for v in vads}, "reference": ref},
     )
     print(markdown(report))
 

@@ -3,7 +3,8 @@
 The defaults in `default_calibration.json` are fitted by
 `benchmarks/fit_default_calibration.py` on real pairs in ../shared/data (LFW for
 faces, LibriSpeech for voices, CASIA-B subjects the gait models never trained on, pedestrian
-tracks for body shape) with balanced classes, so the fitted log-odds are LLRs. Operators refit on their own labeled data (fusion issue).
+tracks for body shape) with balanced classes, so the fitted log-odds are LLRs. Operators
+refit on their own labeled data (`biofuse calibrate`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """Speech activity detection: where in a recording someone speaks, as turns long enough to embed.
 
 The speaker encoder needs a second or more of continuous speech; a turn that is too short gives
-no embedding rather than a bad one, so this stage drops it. Two detectors:
+no embedding rather than a bad one, so this stage drops it. Three detectors:
 
-- `webrtc`: the WebRTC GMM detector (`webrtcvad`) on 16-bit PCM frames, the usual choice;
+- `silero` (the default): Silero VAD v6 (a small neural detector, MIT), whose TorchScript model
+  ships inside the `silero-vad` PyPI package, so it runs offline; 32 ms frames at 16 kHz, fixed.
+  On AMI meetings it diarizes better than webrtc (DER 43.7 % vs 54.1 %) with almost no
+  false-alarm speech, and LibriSpeech verification is at least as good (benchmarks/voice_*.py);
+- `webrtc`: the WebRTC GMM detector (`webrtcvad`) on 16-bit PCM frames;
 - `energy`: a pure-numpy log-energy threshold relative to the recording's own noise floor, for
-  installations without `webrtcvad` and as a cross-check on clean audio;
-- `silero`: Silero VAD v6 (a small neural detector, MIT), whose TorchScript model ships inside
-  the `silero-vad` PyPI package, so it runs offline; 32 ms frames at 16 kHz, fixed.
+  installations without `webrtcvad` and as a cross-check on clean audio.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class SpeechTurn:
 def detect_speech(
     samples: np.ndarray,
     sample_rate: int = 16000,
-    method: str = "webrtc",
+    method: str = "silero",
     aggressiveness: int = 2,
     frame_ms: int = 30,
     min_turn_s: float = 1.0,
