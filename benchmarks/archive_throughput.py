@@ -305,8 +305,8 @@ def markdown(r: dict[str, Any]) -> str:
         "| --- | --- | --- |",
         f"| face: `FaceFrameAnalyzer.analyze` ({b['frames']} frames, {b['faces']} faces) | "
         f"{b['face_s']:.1f} | {b['face_ms_per_frame']:.0f} ms/frame |",
-        f"| voice: webrtc VAD + cut ({b['audio_s']:.1f} s of audio) | {b['vad_s']:.2f} | "
-        f"RTF {b['vad_rtf']:.4f} |",
+        f"| voice: {r['settings']['vad']} VAD + cut ({b['audio_s']:.1f} s of audio) | "
+        f"{b['vad_s']:.2f} | RTF {b['vad_rtf']:.4f} |",
         f"| voice: `VoiceEmbedder.embed` ({b['segments']} turns, {b['speech_s']:.1f} s speech) | "
         f"{b['embed_s']:.2f} | RTF {b['voice_embed_rtf_per_speech_s']:.3f} per speech-s |",
         f"| **all model calls** | **{b['model_s']:.1f}** | "
