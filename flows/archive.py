@@ -31,7 +31,7 @@ from biofuse.catalog import DONE, FAILED, SpeechSegment, Track
 from biofuse.config import load_settings
 from biofuse.errors import MediaError
 from flows.context import Context
-from flows.pipeline import analyze_video, pipeline_kinds
+from flows.pipeline import pipeline_kinds
 
 LEASE_S = 120.0  # a worker renews its lease every LEASE_S / 4 while it processes the video
 LEASED = "leased"  # another worker holds the video
@@ -159,17 +159,7 @@ def _process_claimed(ctx: Context, video_id: int, owner: str) -> str:
             height=info.height,
             has_audio=info.has_audio,
         )
-        handles = {kind: ctx.model(kind) for kind in pipeline_kinds(ctx.settings)}
-        evidence = analyze_video(
-            path,
-            video.content_hash,
-            ctx.settings,
-            handles.get("face"),
-            handles.get("voice"),
-            handles.get("person"),
-            handles.get("gait"),
-            handles.get("body"),
-        )
+        evidence = ctx.analyze(path, video.content_hash)
     except MediaError as exc:
         ctx.catalog.release_video(video_id, owner, status=FAILED, error=str(exc))
         return FAILED

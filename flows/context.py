@@ -12,6 +12,7 @@ from biofuse.errors import ConfigError, ModelMissingError
 from biofuse.registry import Registry
 from biofuse.store import EmbeddingStore
 from flows.actors import KIND_SETTINGS, ModelHandle, ensure_ray, local_handle, start_actors
+from flows.pipeline import VideoEvidence, analyze_video, pipeline_kinds
 
 
 @dataclass
@@ -36,6 +37,20 @@ class Context:
             else:
                 self.handles[kind] = local_handle(kind, self.settings)
         return self.handles[kind]
+
+    def analyze(self, path: Path, content_hash: str) -> VideoEvidence:
+        """All evidence of one video, every configured model running in its actors."""
+        handles = {kind: self.model(kind) for kind in pipeline_kinds(self.settings)}
+        return analyze_video(
+            path,
+            content_hash,
+            self.settings,
+            handles.get("face"),
+            handles.get("voice"),
+            handles.get("person"),
+            handles.get("gait"),
+            handles.get("body"),
+        )
 
     def model_stats(self) -> dict[str, dict[str, int]]:
         """Per model kind run in Ray actors: items and batches so far, summed over replicas.

@@ -15,7 +15,7 @@ from biofuse.errors import GalleryError, MediaError
 from biofuse.store import StoredRows
 from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
-from flows.pipeline import SegmentEvidence, analyze_video, pipeline_kinds, probe_evidence
+from flows.pipeline import SegmentEvidence, probe_evidence
 from flows.rebuild import GallerySnapshot, current_gallery
 from fusion.calibration import LinearCalibration, load_default
 from fusion.decide import OperatorCalibration
@@ -57,17 +57,7 @@ def _audio_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
 
 def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
     """The longest face track of an enrollment video and the speech linked to it."""
-    handles = {kind: ctx.model(kind) for kind in pipeline_kinds(ctx.settings)}
-    ev = analyze_video(
-        path,
-        digest,
-        ctx.settings,
-        handles.get("face"),
-        handles.get("voice"),
-        handles.get("person"),
-        handles.get("gait"),
-        handles.get("body"),
-    )
+    ev = ctx.analyze(path, digest)
     rows: dict[str, Embeddings] = {}
     subject = max(ev.tracks, key=lambda t: t.end_s - t.start_s, default=None)
     for modality, found in (("face", ev.face), ("gait", ev.gait), ("body", ev.body)):

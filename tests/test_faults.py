@@ -49,7 +49,7 @@ def fake_probe(path):
         duration_s=5.0, fps=25.0, width=64, height=64, has_audio=False, has_video=True
     )
 
-def fake_analyze(path, content_hash, *args, **kwargs):
+def fake_analyze(ctx, path, content_hash):
     n = n_tracks(content_hash)
     rng = np.random.default_rng(int(content_hash[:8], 16))
     time.sleep(0.02)
@@ -63,7 +63,7 @@ def fake_analyze(path, content_hash, *args, **kwargs):
     return evidence
 
 media.probe = fake_probe
-archive.analyze_video = fake_analyze
+Context.analyze = fake_analyze
 ctx = Context.open(home={home!r}, modalities=["face"])
 ctx.handles["face"] = object()  # never called: the analysis above stands in for the model
 ids = archive.register_videos(ctx, archive.list_archive(Path({archive!r})))
