@@ -185,23 +185,38 @@ def utterances(root: Path, speaker: str) -> list[Path]:
         ]
 
 
-def test_conversation_of_two_readers_is_split_into_their_turns(
-    shared_data: Path, extractor: ResemblyzerExtractor
-) -> None:
-    import soundfile
-
+def two_readers(shared_data: Path) -> tuple[list[Path], list[Path]]:
+    """Utterances of two LibriSpeech readers, A and B; skips without the set."""
     root = shared_data / "voice-dev" / "librispeech"
     if not (root / "utterances.tsv").exists():
         pytest.skip("voice-dev LibriSpeech set not found")
-    a, b = utterances(root, "LS-1688"), utterances(root, "LS-3080")
+    return utterances(root, "LS-1688"), utterances(root, "LS-3080")
+
+
+def two_reader_conversation(
+    a: list[Path], b: list[Path], lead_s: float = 0.0
+) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Reader A, reader B, reader A again (<= 6 s each, 0.5 s apart) after `lead_s` of
+    silence, with the true (start, end, reader) turns."""
+    import soundfile
+
     gap = np.zeros(int(0.5 * SR), np.float32)
-    parts, truth, t = [], [], 0.0
+    parts, truth, t = [np.zeros(int(lead_s * SR), np.float32)], [], lead_s
     for path, who in ((a[1], "A"), (b[1], "B"), (a[2], "A")):
         wave = soundfile.read(path, dtype="float32")[0][: 6 * SR]
         parts += [wave, gap]
         truth.append((t, t + len(wave) / SR, who))
         t += (len(wave) + len(gap)) / SR
-    samples = np.concatenate(parts)
+    return np.concatenate(parts), truth
+
+
+def test_conversation_of_two_readers_is_split_into_their_turns(
+    shared_data: Path, extractor: ResemblyzerExtractor
+) -> None:
+    import soundfile
+
+    a, b = two_readers(shared_data)
+    samples, truth = two_reader_conversation(a, b)
     regions = detect_speech(samples, min_turn_s=MIN_REGION_S, max_turn_s=0)
     result = diarize(samples, regions, extractor.embed)
     assert len(result.speakers) == 2
@@ -280,22 +295,12 @@ def test_pipeline_default_threshold_is_the_tuned_one() -> None:
 def test_pipeline_makes_one_voice_probe_per_speaker_of_an_unseen_conversation(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    import soundfile
-
     from biofuse.config import load_settings
     from biofuse.sample_archive import FPS, SIZE, write_video
     from flows.actors import local_handle
     from flows.pipeline import analyze_video
 
-    root = shared_data / "voice-dev" / "librispeech"
-    if not (root / "utterances.tsv").exists():
-        pytest.skip("voice-dev LibriSpeech set not found")
-    a, b = utterances(root, "LS-1688"), utterances(root, "LS-3080")
-    gap = np.zeros(int(0.5 * SR), np.float32)
-    parts = [np.zeros(SR // 2, np.float32)]
-    for path in (a[1], b[1], a[2]):
-        parts += [soundfile.read(path, dtype="float32")[0][: 6 * SR], gap]
-    audio = np.concatenate(parts)
+    audio, _ = two_reader_conversation(*two_readers(shared_data), lead_s=0.5)
     blank = np.full((SIZE[1], SIZE[0], 3), 40, np.uint8)  # nobody on screen
     video = tmp_path / "conversation.mp4"
     write_video(video, [blank] * int(len(audio) / SR * FPS), audio)
