@@ -343,6 +343,11 @@ def cllr_of(llrs: np.ndarray, labels: np.ndarray) -> float:
     return cllr(llrs[labels == 1], llrs[labels == 0])
 
 
+def min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Cllr after the best monotonic map (PAV) on these very pairs: the calibration floor."""
+    return cllr_of(pav_llrs(scores, labels), labels)
+
+
 def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
     """Fit on everything (the default), and cross-validate the same recipe fold by fold."""
     s, y = pairs.scores, pairs.labels
@@ -364,7 +369,7 @@ def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
             "train_pairs": [int(y[train].sum()), int((y[train] == 0).sum())],
             "test_pairs": [int(y[test].sum()), int((y[test] == 0).sum())],
             "cllr": cllr_of(llr, y[test]),
-            "min_cllr": cllr_of(pav_llrs(s[test], y[test]), y[test]),
+            "min_cllr": min_cllr(s[test], y[test]),
         }
         held_llrs.append(llr)
         held_labels.append(y[test])
@@ -376,7 +381,7 @@ def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
         subsets[name] = {
             "pooled_test_pairs": [int(cv_y[m].sum()), int((cv_y[m] == 0).sum())],
             "cllr": cllr_of(cv_llr[m], cv_y[m]),
-            "min_cllr": cllr_of(pav_llrs(cv_scores[m], cv_y[m]), cv_y[m]),
+            "min_cllr": min_cllr(cv_scores[m], cv_y[m]),
         }
     neutral = load_default("unfitted-model")  # the fallback used when no default is fitted
     report = {
@@ -393,7 +398,7 @@ def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
             "pooled_test_pairs": [int(cv_y.sum()), int((cv_y == 0).sum())],
             "cllr": cllr_of(cv_llr, cv_y),
             "cllr_mean_of_folds": float(np.mean([f["cllr"] for f in per_fold.values()])),
-            "min_cllr": cllr_of(pav_llrs(cv_scores, cv_y), cv_y),
+            "min_cllr": min_cllr(cv_scores, cv_y),
             "subsets": subsets,
             "slope_spread": [
                 min(f["slope"] for f in per_fold.values()),
@@ -402,7 +407,7 @@ def evaluate(pairs: PairScores, date: str) -> tuple[LinearCalibration, dict]:
         },
         "all_pairs_in_sample": {
             "cllr_fitted": cllr_of(final.transform(s), y),
-            "min_cllr": cllr_of(pav_llrs(s, y), y),
+            "min_cllr": min_cllr(s, y),
             "cllr_neutral_guess": cllr_of(neutral.transform(s), y),
             "neutral_guess": {"slope": neutral.slope, "offset": neutral.offset},
         },

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from fit_default_calibration import pav_llrs  # noqa: E402
+from fit_default_calibration import min_cllr  # noqa: E402
 from lfw_dlib import CENTRE_BOX, decode_rgb, read_pairs, write_atomic  # noqa: E402
 
 from biofuse.config import shared_data_dir  # noqa: E402
@@ -392,11 +392,10 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> float:
     return float((imp[k] + above.min()) / 2) if above.size else float(np.nextafter(imp[k], np.inf))
 
 
-def min_cllr(genuine: np.ndarray, impostor: np.ndarray) -> float:
+def min_cllr_of(genuine: np.ndarray, impostor: np.ndarray) -> float:
     s = np.concatenate([genuine, impostor])
     y = np.concatenate([np.ones(genuine.size, int), np.zeros(impostor.size, int)])
-    llr = pav_llrs(s, y)
-    return cllr(llr[y == 1], llr[y == 0])
+    return min_cllr(s, y)
 
 
 def tar_at(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float | None:
@@ -411,7 +410,7 @@ def verification(scores: np.ndarray, same: np.ndarray) -> dict:
         "nontarget_trials": int(imp.size),
         "eer": eer(gen, imp),
         **{f"tar_at_far_{far:g}": tar_at(gen, imp, far) for far in FAR_TARGETS},
-        "min_cllr": min_cllr(gen, imp),
+        "min_cllr": min_cllr_of(gen, imp),
     }
 
 
@@ -467,7 +466,7 @@ def calibration_transfer(scores: np.ndarray, trials: Trials, sources: list[str])
             table[src][dst] = cllr(llr[trials.same[m]], llr[~trials.same[m]])
     cross = [table[s][d] for s in sources for d in sources if s != d]
     floors = {
-        c: min_cllr(scores[m & trials.same], scores[m & ~trials.same]) for c, m in masks.items()
+        c: min_cllr_of(scores[m & trials.same], scores[m & ~trials.same]) for c, m in masks.items()
     }
     return {
         "cllr": table,
