@@ -224,7 +224,6 @@ class Registry:
     def _write_index(self, index: dict) -> None:
         # Actors in several processes resolve models at once: each writes its own temporary
         # file and renames it over the index, so a reader never sees a half-written file.
-        self.models_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.models_dir, prefix=".registry.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as handle:
