@@ -317,13 +317,36 @@ class Catalog:
             run.status, run.summary, run.finished_at = status, summary, utcnow()
 
 
+WAL_SWITCH_TRIES = 100  # x 0.1 s: two processes opening a new catalog at once
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the CLI read status while a flow writes; foreign keys are off by default.
+    # The wait first, so that every statement after it waits out another process's lock;
+    # foreign keys are off by default.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    _ensure_wal(cursor)
     cursor.close()
+
+
+def _ensure_wal(cursor: Any) -> None:
+    """WAL lets the CLI read status while a flow writes. It is a property of the file, so
+    only the first connection switches; when two `biofuse process` runs open a new catalog
+    together, the switch can answer "database is locked" without waiting (seen on CI), so
+    it is retried for a while."""
+    import sqlite3
+    import time
+
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.1)
 
 
 # -- gallery versions and the analyst audit log (ops issue; appended, owned by flows/rebuild.py
