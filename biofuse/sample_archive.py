@@ -73,19 +73,27 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 
+def subject_tile(i: int, n: int = int(SECONDS * FPS)) -> tuple[int, int, int]:
+    """Where frame i of n shows the probe photo: its top-left corner x, y and its side (px).
+
+    The ground truth of where the one person of a generated video is (LFW photos are
+    centred on the face), e.g. for benchmarks/track_fragmentation.py.
+    """
+    w, h = SIZE
+    a = i / max(1, n - 1)
+    side = int(150 + 40 * a)
+    return int(60 + a * (w - side - 120)), int((h - side) / 2 + 10 * np.sin(6 * a)), side
+
+
 def _frames(photo: Path, rng: np.random.Generator) -> list[np.ndarray]:
     """The photo drifting across the frame and slowly growing, like a person walking closer."""
-    w, h = SIZE
     face = Image.open(photo).convert("RGB")
     background = _background(rng)
     frames = []
     n = int(SECONDS * FPS)
     for i in range(n):
-        a = i / max(1, n - 1)
-        side = int(150 + 40 * a)
+        x, y, side = subject_tile(i, n)
         tile = np.asarray(face.resize((side, side), Image.BILINEAR))
-        x = int(60 + a * (w - side - 120))
-        y = int((h - side) / 2 + 10 * np.sin(6 * a))
         frame = background.copy()
         frame[y : y + side, x : x + side] = tile
         noise = rng.normal(0, 4, frame.shape)

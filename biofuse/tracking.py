@@ -1,14 +1,18 @@
 """Tracks: detections linked across frames.
 
-Two linkers with one output type (`LinkedTrack`):
+Linkers with one output type (`LinkedTrack`):
 - `track_persons`: ByteTrack-style multi-person tracking. A constant-velocity
   Kalman filter predicts each box; high-confidence detections are matched first
   (IoU, Hungarian); low-confidence ones then only extend tracks seen in the
   previous frame (they are mostly real people the detector is unsure of, rarely
   new ones) and never start one; a track is born after `min_hits` matches in a
   row and dies `max_age_s` after its last match.
-- `link_detections`: plain IoU linking of the last box, for faces, whose
-  detector has no useful score and whose boxes barely move between frames.
+- `link_faces`: the same tracker and motion model for faces: every face detection
+  is confident (one matching stage), a track is born at its first detection, and
+  tracks shorter than `min_detections` are dropped. A face that moves, or is missed
+  for a few frames, stays one track where linking the last box split it in two.
+- `link_detections`: plain IoU linking of the last box, without motion; kept as the
+  baseline the benchmarks compare against (benchmarks/track_fragmentation.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class LinkedTrack:
     members: list[tuple[int, int]] = field(default_factory=list)  # (frame index, detection index)
     times: list[float] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)  # detector scores (empty for faces)
+    scores: list[float] = field(default_factory=list)  # detector scores (zeros for faces)
 
     @property
     def start_s(self) -> float:
@@ -266,6 +270,33 @@ def track_persons(
     finished.extend(live)
     tracks = [t.linked for t in finished if t.born]
     return sorted(tracks, key=lambda t: (t.start_s, t.boxes[0][0]))
+
+
+def link_faces(
+    frames: list[tuple[float, list[Box]]],
+    iou_threshold: float = 0.3,
+    max_gap_s: float = 1.0,
+    min_detections: int = 2,
+) -> list[LinkedTrack]:
+    """Face tracks by `track_persons`' motion model; arguments as `link_detections`'.
+
+    `frames` is [(time, boxes)] in time order. A detection joins the live track whose
+    Kalman-predicted box overlaps it most (one-to-one, Hungarian) if the IoU reaches
+    `iou_threshold`; a track not matched for `max_gap_s` ends; tracks of fewer than
+    `min_detections` detections are dropped as likely false detections.
+    """
+    params = ByteTrackParams(
+        high_score=-np.inf,  # every face detection is matched in the first stage...
+        low_score=-np.inf,  # ...so the second (weak detections) stage has nothing to do
+        match_iou=iou_threshold,
+        min_hits=1,  # born at once: short tracks are dropped below, as link_detections does
+        max_age_s=max_gap_s,
+    )
+    tracks = track_persons(
+        [(t, np.asarray(b, dtype=float).reshape(-1, 4), np.zeros(len(b))) for t, b in frames],
+        params,
+    )
+    return [t for t in tracks if len(t) >= min_detections]
 
 
 def mot_scores(

@@ -16,7 +16,7 @@ import numpy as np
 from biofuse import media
 from biofuse.config import Settings
 from biofuse.errors import MediaError
-from biofuse.tracking import LinkedTrack, link_detections, overlap_s, track_persons
+from biofuse.tracking import LinkedTrack, link_faces, overlap_s, track_persons
 from flows.models import FrameFaces
 from modalities.base import Embeddings
 from modalities.voice.vad import SpeechTurn
@@ -191,7 +191,7 @@ def _face_tracks(
     # each face model has its own cosine scale for "the same person"
     outlier_cos = same_person_cos(face_call.model_id) if face_call is not None else 1.0
     per_frame, per_person_frame = _frame_pass(path, settings, face_call, person_call, evidence)
-    faces = link_detections(
+    faces = link_faces(
         [(t, [tuple(b) for b in found.boxes]) for t, found in per_frame],
         iou_threshold=settings.track_iou,
         max_gap_s=settings.track_max_gap_s,

@@ -34,11 +34,12 @@ from fusion.normalize import CohortNormaliser, choose_cohort
 from fusion.scores import Metric, metric_for_model, similarity
 from fusion.templates import build_templates
 
-BUILDER = "biofuse-gallery-1"  # bump when the way templates are built changes: forces a rebuild
+BUILDER = "biofuse-gallery-2"  # bump when the way templates are built changes: forces a rebuild
 COHORT_SIZE = 300  # cohort rows per group (as flows.gallery.pick_cohort draws them)
 # scores at which calibration shifts are measured, per metric (gait-euclidean: minus distance)
 SHIFT_GRIDS: dict[str, np.ndarray] = {
     "cosine": np.linspace(-0.2, 1.0, 61),
+    "mean-cosine": np.linspace(-0.2, 1.0, 61),
     "gait-euclidean": np.linspace(-3.0, 0.0, 61),
 }
 

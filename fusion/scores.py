@@ -9,10 +9,17 @@ import numpy as np
 
 from modalities.base import l2_normalise
 
-Metric = Literal["cosine", "gait-euclidean"]
+Metric = Literal["cosine", "mean-cosine", "gait-euclidean"]
 GAIT_PARTS = 16  # GaitBase's horizontal parts: store rows are [channels, parts] flattened C-order
 # models compared by OpenGait's part-mean Euclidean distance; every other model by cosine
 PART_EUCLIDEAN_MODELS = frozenset({"gaitbase-casiab", "gait-compact-casiab"})
+# Face models score a probe by its quality-weighted mean cosine to the identity's enrolled
+# rows ("mean-cosine"), the score their calibrations were fitted on (one image against one
+# image, fusion/default_calibration.json). The cosine to the renormalised mean of the rows
+# is that mean divided by the mean's norm (0.98 for three dlib photos of one person): it
+# lifts every score, impostors' too, by ~0.02, which dlib's slope of ~100 turns into +2 LLR
+# and an unenrolled face named in a one-person gallery (issue 18, item 14).
+MEAN_COSINE_MODELS = frozenset({"dlib-resnet", "adaface-ir18", "adaface-ir50", "adaface-ir101"})
 
 
 @dataclass(frozen=True)
@@ -56,20 +63,38 @@ def gait_scores(probes: np.ndarray, templates: np.ndarray, parts: int = GAIT_PAR
     return -np.sqrt(np.maximum(sq, 0.0)).mean(axis=0).astype(np.float32)
 
 
+def mean_cosine_scores(probes: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """(P, I) cosine of each unit probe to each template left unnormalised.
+
+    With `build_templates(..., metric="mean-cosine")` templates (the weighted mean of an
+    identity's unit rows) this is the probe's weighted mean cosine to those rows.
+    """
+    if len(probes) == 0 or len(templates) == 0:
+        return np.zeros((len(probes), len(templates)), np.float32)
+    return (l2_normalise(probes) @ np.asarray(templates, np.float32).T).astype(np.float32)
+
+
 def similarity(probes: np.ndarray, templates: np.ndarray, metric: Metric = "cosine") -> np.ndarray:
     """(P, I) similarity under the modality's metric (higher = more similar)."""
     if metric == "cosine":
         return cosine_scores(probes, templates)
+    if metric == "mean-cosine":
+        return mean_cosine_scores(probes, templates)
     if metric == "gait-euclidean":
         return gait_scores(probes, templates)
-    raise ValueError(f"unknown similarity metric {metric!r}: use 'cosine' or 'gait-euclidean'")
+    raise ValueError(
+        f"unknown similarity metric {metric!r}: use 'cosine', 'mean-cosine' or 'gait-euclidean'"
+    )
 
 
 def metric_for_model(model_id: str) -> Metric:
     """The similarity a model's embeddings are meant to be compared with."""
     from fusion.calibration import model_name
 
-    return "gait-euclidean" if model_name(model_id) in PART_EUCLIDEAN_MODELS else "cosine"
+    name = model_name(model_id)
+    if name in PART_EUCLIDEAN_MODELS:
+        return "gait-euclidean"
+    return "mean-cosine" if name in MEAN_COSINE_MODELS else "cosine"
 
 
 def score_modality(

@@ -15,7 +15,9 @@ def build_templates(
 ) -> tuple[list[str], np.ndarray]:
     """One template per label, in the space its model's `metric` compares in.
 
-    cosine: quality-weighted mean of the unit rows, renormalised. Any other metric (e.g.
+    cosine: quality-weighted mean of the unit rows, renormalised. mean-cosine (face models):
+    the same mean, not renormalised, so that a unit probe's dot product with it is the
+    probe's weighted mean cosine to the rows. Any other metric (e.g.
     the gait models' part-averaged Euclidean distance, see `fusion.scores.metric_for_model`)
     compares raw rows, whose norms matter: the template is the quality-weighted mean of the
     raw rows, so it lies in the same space as the probe rows it is scored against.
@@ -26,7 +28,8 @@ def build_templates(
     if not names:
         return [], np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), np.float32)
     cosine = metric == "cosine"
-    rows = l2_normalise(vectors) if cosine else np.asarray(vectors, np.float32)
+    unit = cosine or metric == "mean-cosine"
+    rows = l2_normalise(vectors) if unit else np.asarray(vectors, np.float32)
     weights = np.maximum(np.asarray(quality, np.float32), 1e-3)
     sums = np.stack([(rows[labels == n] * weights[labels == n, None]).sum(axis=0) for n in names])
     if cosine:

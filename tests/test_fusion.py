@@ -148,3 +148,56 @@ def test_part_euclidean_templates_stay_in_the_raw_embedding_space() -> None:
     np.testing.assert_allclose(templates, [3 * ones, ones], atol=1e-6)
     # a probe of 3s: distance 0 to a, |3-1| = 2 in each part to b
     np.testing.assert_allclose(similarity(3 * ones[None], templates, metric), [[0.0, -2.0]])
+
+
+def test_face_templates_score_the_mean_cosine_to_the_enrolled_rows() -> None:
+    from fusion.scores import metric_for_model, similarity
+
+    metric = metric_for_model("dlib-resnet-0123456789ab")
+    assert metric == "mean-cosine"
+    vectors = np.array([[1, 0], [0, 1], [0, 2]], np.float32)
+    names, templates = build_templates(vectors, np.array([1.0, 3.0, 1.0]), ["a", "a", "b"], metric)
+    probe = np.array([[2.0, 0.0]], np.float32)
+    # (1 * cos 0 + 3 * cos 90) / 4, not the cosine to the renormalised mean (1 / sqrt(10))
+    np.testing.assert_allclose(similarity(probe, templates, metric), [[0.25, 0.0]], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_one_person_gallery_does_not_name_an_unenrolled_face(shared_data, tmp_path) -> None:
+    """Issue 18 item 14: Silvio Berlusconi's face was named Tony_Blair at LLR +0.48 when
+    Blair (three LFW photos, as `biofuse sample-archive` enrolls him) was the whole gallery:
+    the renormalised template lifted every cosine by 1/0.98, two LLR at dlib's slope."""
+    from biofuse import media
+    from biofuse.config import Settings
+    from flows.models import FaceFrameAnalyzer
+    from fusion.scores import metric_for_model, score_modality
+
+    lfw = shared_data / "lfw-dev" / "images"
+    if not lfw.is_dir():
+        pytest.skip(f"{lfw} is absent")
+    analyzer = FaceFrameAnalyzer(Settings(home=tmp_path / "home"))
+    analyzer.prepare()
+
+    def face_row(path):
+        (found,) = analyzer.analyze([media.read_image(path)])
+        i = int(np.argmax(found.boxes[:, 2] - found.boxes[:, 0]))
+        return found.vectors[i], float(found.quality[i])
+
+    blair = sorted((lfw / "Tony_Blair").glob("*.jpg"))
+    enrolled = [face_row(p) for p in blair[:3]]
+    probes = {
+        "berlusconi": face_row(sorted((lfw / "Silvio_Berlusconi").glob("*.jpg"))[-1]),
+        "blair": face_row(blair[-1]),  # a photo of Blair not enrolled: still named
+    }
+    model_id = analyzer.model_id
+    metric = metric_for_model(model_id)
+    names, templates = build_templates(
+        np.stack([v for v, _ in enrolled]),
+        np.array([q for _, q in enrolled]),
+        ["Tony_Blair"] * 3,
+        metric,
+    )
+    table = score_modality("face", model_id, list(probes), probes, names, templates, metric)
+    decisions = {d.probe: d for d in identify([table], {"face": load_default(model_id)}, top_k=1)}
+    assert decisions["berlusconi"].decision == "unknown", decisions["berlusconi"].candidates
+    assert decisions["blair"].decision == "Tony_Blair"

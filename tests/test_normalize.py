@@ -103,4 +103,4 @@ def test_gait_models_are_compared_by_part_distance() -> None:
 
     assert metric_for_model("gaitbase-casiab-0123456789ab") == "gait-euclidean"
     assert metric_for_model("gei-pca-lda-casiab-0123456789ab") == "cosine"
-    assert metric_for_model("dlib-resnet-0123456789ab") == "cosine"
+    assert metric_for_model("dlib-resnet-0123456789ab") == "mean-cosine"

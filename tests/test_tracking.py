@@ -1,14 +1,17 @@
-"""Linking detections across frames: IoU linking of faces, ByteTrack-style person tracking."""
+"""Linking detections across frames: ByteTrack-style person tracking, the same tracker for
+faces, and plain IoU linking of the last box (the baseline)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from biofuse.tracking import (
     BoxKalman,
     ByteTrackParams,
     iou_matrix,
     link_detections,
+    link_faces,
     mot_scores,
     overlap_s,
     track_persons,
@@ -22,14 +25,15 @@ def test_iou_of_hand_worked_boxes() -> None:
     np.testing.assert_allclose(iou_matrix(a, b), [[1 / 3, 0.0, 1.0]])
 
 
-def test_two_people_crossing_slowly_keep_their_tracks() -> None:
+@pytest.mark.parametrize("link", [link_detections, link_faces])
+def test_two_people_crossing_slowly_keep_their_tracks(link) -> None:
     frames = []
     for i in range(10):
         t = i * 0.2
         left = (10 + 2 * i, 10, 60 + 2 * i, 60)
         right = (200 - 2 * i, 12, 250 - 2 * i, 62)
         frames.append((t, [right, left] if i % 2 else [left, right]))  # detector order varies
-    tracks = link_detections(frames, iou_threshold=0.3)
+    tracks = link(frames, iou_threshold=0.3)
     assert len(tracks) == 2
     for track in tracks:
         xs = [b[0] for b in track.boxes]
@@ -37,17 +41,44 @@ def test_two_people_crossing_slowly_keep_their_tracks() -> None:
         assert all(abs(x1 - x0) == 2 for x0, x1 in zip(xs, xs[1:]))  # never swapped
 
 
-def test_a_gap_longer_than_max_gap_starts_a_new_track() -> None:
+@pytest.mark.parametrize("link", [link_detections, link_faces])
+def test_a_gap_longer_than_max_gap_starts_a_new_track(link) -> None:
     box = (0, 0, 50, 50)
     frames = [(0.0, [box]), (0.2, [box]), (3.0, [box]), (3.2, [box])]
-    assert len(link_detections(frames, max_gap_s=1.0)) == 2
-    assert len(link_detections(frames, max_gap_s=5.0)) == 1
+    assert len(link(frames, max_gap_s=1.0)) == 2
+    assert len(link(frames, max_gap_s=5.0)) == 1
 
 
-def test_single_frame_detections_are_dropped_as_noise() -> None:
+@pytest.mark.parametrize("link", [link_detections, link_faces])
+def test_single_frame_detections_are_dropped_as_noise(link) -> None:
     frames = [(0.0, [(0, 0, 50, 50)]), (0.2, [(0, 0, 50, 50), (300, 300, 340, 340)]), (0.4, [])]
-    tracks = link_detections(frames, min_detections=2)
+    tracks = link(frames, min_detections=2)
     assert len(tracks) == 1 and len(tracks[0]) == 2
+
+
+def test_a_face_missed_for_a_few_frames_while_moving_stays_one_track() -> None:
+    # 5 fps (face_fps), a 60-px face moving 20 px per frame, missed for frames 6..9 (0.8 s,
+    # under the 1 s gap): it comes back 100 px from its last box, where the motion model
+    # expects it. Issue 18 item 14: linking the last box split such a face in two.
+    face = [(20 * i, 100, 20 * i + 60, 160) for i in range(16)]
+    frames = [(i / 5, [] if 6 <= i <= 9 else [face[i]]) for i in range(16)]
+    tracks = link_faces(frames)
+    assert len(tracks) == 1 and len(tracks[0]) == 12
+    assert len(link_detections(frames)) == 2  # the old linker splits it
+
+
+def test_a_face_that_speeds_up_stays_one_track() -> None:
+    # a 60-px face at 5 fps, 2 px per frame faster each frame up to 40 px per frame, where
+    # two successive boxes overlap by IoU 0.2 < 0.3: the motion model follows the speed
+    x, boxes = 0.0, []
+    for i in range(24):
+        boxes.append((x, 100.0, x + 60, 160.0))
+        x += min(2.0 * (i + 1), 40.0)
+    frames = [(i / 5, [b]) for i, b in enumerate(boxes)]
+    tracks = link_faces(frames)
+    assert len(tracks) == 1 and len(tracks[0]) == 24
+    # the old linker loses it at full speed: the rest are single detections, dropped
+    assert [len(t) for t in link_detections(frames)] == [17]
 
 
 def test_overlap_seconds() -> None:
