@@ -53,8 +53,9 @@ class World:
         assert person is not None
         for m, vec in vectors.items():
             key = f"enr:{person.id}:{m}"
-            rows = Embeddings(vec[None].astype(np.float32), np.ones(1, np.float32), [key],
-                              self.models[m])
+            rows = Embeddings(
+                vec[None].astype(np.float32), np.ones(1, np.float32), [key], self.models[m]
+            )
             assert self.ctx.store.commit(m, f"enroll:{person.id}:{m}", rows) == 1
             with self.ctx.catalog.session() as s:
                 s.add(
@@ -79,13 +80,26 @@ class World:
         for n, (key, vectors) in enumerate(probes.items()):
             on_screen = ":t" in key
             if on_screen:
-                tracks.append(Track(key=key, kind="face", start_s=n, end_s=n + 1.0,
-                                    n_detections=5, boxes=[], quality=1.0))
+                tracks.append(
+                    Track(
+                        key=key,
+                        kind="face",
+                        start_s=n,
+                        end_s=n + 1.0,
+                        n_detections=5,
+                        boxes=[],
+                        quality=1.0,
+                    )
+                )
             for m, vec in vectors.items():
                 if m == "voice":
                     turn = f"{key}:s0@{n}.0-{n}.9" if on_screen else f"{key}@{n}.0-{n}.9"
-                    segments.append((SpeechSegment(key=turn, start_s=n, end_s=n + 0.9,
-                                                   quality=1.0), key if on_screen else None))
+                    segments.append(
+                        (
+                            SpeechSegment(key=turn, start_s=n, end_s=n + 0.9, quality=1.0),
+                            key if on_screen else None,
+                        )
+                    )
                     rows[m][0].append(turn)
                 else:
                     assert on_screen, "a speaker probe has a voice only"
@@ -94,8 +108,12 @@ class World:
         self.ctx.catalog.replace_video_evidence(self.video_id, tracks, segments)
         for m, (keys, vecs) in rows.items():
             if keys:
-                emb = Embeddings(np.stack(vecs).astype(np.float32),
-                                 np.ones(len(keys), np.float32), keys, self.models[m])
+                emb = Embeddings(
+                    np.stack(vecs).astype(np.float32),
+                    np.ones(len(keys), np.float32),
+                    keys,
+                    self.models[m],
+                )
                 self.ctx.store.commit(m, f"v1:{m}", emb)
 
     def identify(self) -> dict[str, dict]:
@@ -105,8 +123,9 @@ class World:
 
     def stored(self) -> list[Result]:
         with self.ctx.catalog.session() as s:
-            return list(s.scalars(select(Result).order_by(Result.run_id, Result.probe_key,
-                                                          Result.rank)))
+            return list(
+                s.scalars(select(Result).order_by(Result.run_id, Result.probe_key, Result.rank))
+            )
 
 
 def _near(vec: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -116,7 +135,7 @@ def _near(vec: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray
 def _check_run(world: World, decisions: dict[str, dict]) -> None:
     """No NaN; only identities sharing a modality with the probe are ranked; the decision
     follows from the threshold of the comparable identities."""
-    for probe, d in decisions.items():
+    for d in decisions.values():
         mine = set(d["modalities"])
         comparable = [n for n, g in world.gallery.items() if mine & set(g)]
         assert d["gallery_size"] == len(comparable)
@@ -144,6 +163,7 @@ def _check_run(world: World, decisions: dict[str, dict]) -> None:
 
 
 subsets = st.sets(st.sampled_from(MODALITIES), min_size=1)
+_homes = itertools.count()  # one fresh home per hypothesis example
 
 
 @settings(
@@ -170,7 +190,7 @@ def test_identify_ranks_and_decides_on_shared_evidence_only(
     seed: int,
 ) -> None:
     rng = np.random.default_rng(seed)
-    home = Path(os.path.join(tmp_path, f"h{next(_homes)}"))
+    home = tmp_path / f"h{next(_homes)}"
     world = World(home)
     names = [f"id{2 * i + 1:02d}" for i in range(len(gallery))]  # odd: the newcomer sorts between
     for name, have in zip(names, gallery):
@@ -191,8 +211,9 @@ def test_identify_ranks_and_decides_on_shared_evidence_only(
     outside = [m for m in MODALITIES if m not in first]
     keep = rng.random(len(outside)) < 0.5
     keep[rng.integers(len(outside))] = True
-    world.enroll(f"id{2 * slot:02d}", {m: rng.standard_normal(DIM) for m, k in
-                                      zip(outside, keep) if k})
+    world.enroll(
+        f"id{2 * slot:02d}", {m: rng.standard_normal(DIM) for m, k in zip(outside, keep) if k}
+    )
     after = world.identify()
     _check_run(world, after)
     probe = "v1:t0000"
@@ -206,9 +227,6 @@ def test_identify_ranks_and_decides_on_shared_evidence_only(
     for a, b in zip(now["candidates"], was["candidates"]):
         assert a["fused_llr"] == pytest.approx(b["fused_llr"], abs=1e-5)
     world.ctx.catalog.engine.dispose()
-
-
-_homes = itertools.count()
 
 
 def _database(request: pytest.FixtureRequest) -> str | None:
@@ -228,10 +246,14 @@ PG = os.environ.get("BIOFUSE_TEST_POSTGRES_URL")
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
-        pytest.param(PG, id="postgresql", marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG, reason="set BIOFUSE_TEST_POSTGRES_URL"),
-        ]),
+        pytest.param(
+            PG,
+            id="postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not PG, reason="set BIOFUSE_TEST_POSTGRES_URL"),
+            ],
+        ),
     ]
 )
 def catalog_url(request: pytest.FixtureRequest) -> str | None:
@@ -291,7 +313,8 @@ def test_why_explains_the_stored_decision_after_a_new_enrollment(
     probe = cosine * alice + np.sqrt(1 - cosine**2) * other
     world.probes({"v1:t0000": {"face": probe}})
     (d,) = world.identify().values()
-    assert d["decision"] == "alice" and d["candidates"][0]["fused_llr"] == pytest.approx(0.5, abs=1e-3)
+    assert d["decision"] == "alice"
+    assert d["candidates"][0]["fused_llr"] == pytest.approx(0.5, abs=1e-3)
 
     app_settings = load_settings(api_tokens=[f"analyst={TOKEN}"], **world.overrides)
     auth = {"Authorization": f"Bearer {TOKEN}"}
