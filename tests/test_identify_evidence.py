@@ -336,4 +336,14 @@ def test_why_explains_the_stored_decision_after_a_new_enrollment(
     row = world.stored()[0]
     assert (row.threshold_llr, row.prior_in_gallery, row.gallery_size) == (0.0, 0.5, 1)
     assert (row.fusion_method, row.threshold_from, row.gallery_version) == ("sum", "prior", None)
+
+    # a rebuilt gallery and a new run: this decision is explained from its own basis
+    from flows.rebuild import rebuild
+
+    assert rebuild(world.ctx)["version"] == 1
+    world.identify()
+    now = why()
+    assert now["gallery_version"] == 1 and now["gallery_size"] == 2
+    assert now["threshold_llr"] == pytest.approx(np.log(3))
+    assert now["why"].endswith("(sum fusion, gallery version 1)")
     world.ctx.catalog.engine.dispose()
