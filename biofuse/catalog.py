@@ -149,6 +149,15 @@ class Result(Base):
     fused_llr: Mapped[float] = mapped_column(Float)
     scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # modality -> score, llr
     decision: Mapped[str] = mapped_column(String(16))  # match | unknown
+    # What the probe's decision was taken on (the same on each of its rows; migration 0003),
+    # so the analyst page explains it as it was decided, whatever the gallery became since.
+    # NULL on rows written before 0003.
+    threshold_llr: Mapped[float | None] = mapped_column(Float)  # the open-set threshold
+    threshold_from: Mapped[str | None] = mapped_column(String(16))  # prior | operator
+    prior_in_gallery: Mapped[float | None] = mapped_column(Float)
+    gallery_size: Mapped[int | None] = mapped_column(Integer)  # comparable identities (N)
+    gallery_version: Mapped[int | None] = mapped_column(Integer)  # None: live enrollments
+    fusion_method: Mapped[str | None] = mapped_column(String(32))
 
 
 class Catalog:

@@ -312,6 +312,8 @@ def identify_videos(
             prior_in_gallery=ctx.settings.prior_in_gallery,
             **fusion_args,
         ):
+            if isinstance(snapshot, GallerySnapshot):
+                decision.gallery_version = snapshot.number
             out.append((video_id, decision))
     return out
 
@@ -341,6 +343,12 @@ def identify(
                     fused_llr=c.fused_llr,
                     scores=c.per_modality,
                     decision="match" if d.decision == c.identity else "unknown",
+                    threshold_llr=d.threshold_llr,
+                    threshold_from=d.threshold_from,
+                    prior_in_gallery=d.prior_in_gallery,
+                    gallery_size=d.comparable,
+                    gallery_version=d.gallery_version,
+                    fusion_method=d.fusion_method,
                 )
                 for c in d.candidates
             )
@@ -351,6 +359,8 @@ def identify(
             "probe": d.probe,
             "decision": d.decision,
             "modalities": d.modalities,
+            "threshold_llr": d.threshold_llr,
+            "gallery_size": d.comparable,
             "candidates": [c.__dict__ for c in d.candidates],
         }
         for v, d in decisions

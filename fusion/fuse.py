@@ -31,7 +31,8 @@ def open_set_threshold(n_identities: int, prior_in_gallery: float = 0.5) -> floa
     identities, one given identity has prior odds (p/N) / (1 - p/N); its posterior
     odds exceed 1 when the LLR exceeds the log of the inverse. A bigger gallery
     thus needs stronger evidence, which is what keeps false alarms from growing
-    with the gallery.
+    with the gallery. `identify` passes, per probe, the identities comparable with it
+    (those it shares a modality with), not the whole gallery: see `identify`.
     """
     if n_identities < 1:
         raise ValueError("an empty gallery has no threshold")
@@ -55,6 +56,14 @@ class Decision:
     candidates: list[Candidate]
     decision: str  # the identity name, or "unknown"
     modalities: list[str]  # which modalities had evidence for this probe
+    # The basis it was decided on, stored with each result so that it can be explained later
+    # exactly as it was taken (a later enrollment changes the gallery, not this decision).
+    threshold_llr: float | None = None  # None: nothing comparable, no threshold was applied
+    comparable: int = 0  # identities sharing a modality with the probe: the open-set N
+    prior_in_gallery: float | None = None
+    threshold_from: str = "prior"  # "prior": open_set_threshold; "operator": a fitted one
+    fusion_method: str = "sum"
+    gallery_version: int | None = None  # set by the identify flow; None: live enrollments
 
 
 def identify(
@@ -71,31 +80,51 @@ def identify(
 
     Fusion is the rule `method` (fusion.rules) over the calibrated LLRs, or `learned` when
     given (it refuses tables of other model ids). The threshold defaults to
-    `open_set_threshold(len(identities), prior_in_gallery)`, which assumes LLR outputs;
-    thresholds for other methods come from `biofuse calibrate`.
+    `open_set_threshold(N, prior_in_gallery)`, which assumes LLR outputs; thresholds for
+    other methods come from `biofuse calibrate`.
+
+    Only comparable identities take part for a probe: those with a score in at least one
+    modality the probe has (a photo-only enrollee is not comparable with a voice-only
+    probe). The others get no number: they are not ranked, not returned, and not counted
+    in N. So `prior_in_gallery` reads as the prior that the probe is one of the identities
+    it can be compared with, and enrolling someone who shares no modality with a probe
+    changes neither its candidates nor its decision. A probe comparable with nobody is
+    "unknown" with no candidates and no threshold.
     """
     if not tables:
         return []
     probes, identities = tables[0].probes, tables[0].identities
-    if threshold_llr is None:
-        threshold_llr = open_set_threshold(len(identities), prior_in_gallery)
     for t in tables[1:]:
         if t.probes != probes or t.identities != identities:
             raise ValueError("score tables must share probes and identities")
     llrs = [calibrations[t.modality].transform(t.scores) for t in tables]
     if learned is not None:
         fused = learned.fuse_tables(tables)
+        fusion_method = learned.kind
     else:
         w = [(weights or {}).get(t.modality, 1.0) for t in tables]
         fused = fuse_rule(llrs, method, w, [t.quality for t in tables])  # type: ignore[arg-type]
+        fusion_method = method
+    # a cell is comparable when some modality scored it; the rest get no number at all
+    comparable = np.any([~np.isnan(t.scores) for t in tables], axis=0)
+    fused = np.where(comparable, fused, np.nan)
+    basis = {
+        "prior_in_gallery": prior_in_gallery,
+        "threshold_from": "prior" if threshold_llr is None else "operator",
+        "fusion_method": fusion_method,
+    }
     decisions = []
     for p, probe in enumerate(probes):
         present = [t.modality for t in tables if not np.all(np.isnan(t.scores[p]))]
         row = fused[p]
-        if not present or np.all(np.isnan(row)):
-            decisions.append(Decision(probe, [], "unknown", []))
+        n = int(np.count_nonzero(~np.isnan(row)))
+        if not present or n == 0:
+            decisions.append(Decision(probe, [], "unknown", present, None, 0, **basis))
             continue
-        order = np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable")[:top_k]
+        threshold = threshold_llr
+        if threshold is None:
+            threshold = open_set_threshold(n, prior_in_gallery)
+        order = np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable")[: min(top_k, n)]
         candidates = []
         for rank, i in enumerate(order, start=1):
             per = {
@@ -105,6 +134,8 @@ def identify(
             }
             candidates.append(Candidate(identities[i], rank, float(row[i]), per))
         best = candidates[0]
-        decision = best.identity if best.fused_llr > threshold_llr else "unknown"
-        decisions.append(Decision(probe, candidates, decision, present))
+        decision = best.identity if best.fused_llr > threshold else "unknown"
+        decisions.append(
+            Decision(probe, candidates, decision, present, float(threshold), n, **basis)
+        )
     return decisions

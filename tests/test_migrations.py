@@ -127,3 +127,44 @@ def test_unversioned_catalog_with_todays_tables_upgrades_without_clashing(empty_
     assert revision(engine) == migrations.head_revision()
     assert schema_diff(engine) == []
     engine.dispose()
+
+
+def test_upgrade_from_0002_keeps_results_and_adds_their_decision_basis(empty_url: str) -> None:
+    """0003 adds, per result, what its decision was taken on; rows written before keep their
+    values with no recorded basis (NULL), and the step can be undone."""
+    from alembic import command
+
+    engine = create_engine(empty_url)
+    migrations.upgrade(engine, "0002")
+    stamp = "2026-01-02 03:04:05"
+    with engine.begin() as conn:  # a result as the 0002 code wrote it
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, kind, status, params, summary, started_at)"
+                " VALUES (1, 'identify', 'done', '{}', '{}', :t)"
+            ),
+            {"t": stamp},
+        )
+        conn.execute(
+            text("INSERT INTO identities (id, name, created_at) VALUES (1, 'alice', :t)"),
+            {"t": stamp},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO results (run_id, probe_key, rank, identity_id, fused_llr, scores,"
+                " decision) VALUES (1, 'v:t0000', 1, 1, 2.5, '{}', 'match')"
+            )
+        )
+    migrations.upgrade(engine)
+    assert revision(engine) == migrations.head_revision()
+    assert schema_diff(engine) == []
+    basis = "threshold_llr, threshold_from, prior_in_gallery, gallery_size, gallery_version"
+    with engine.connect() as conn:
+        row = conn.execute(text(f"SELECT fused_llr, decision, {basis}, fusion_method FROM results"))
+        assert row.one() == (2.5, "match", None, None, None, None, None, None)
+    with engine.begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), "0002")
+    assert "threshold_llr" not in {c["name"] for c in inspect(engine).get_columns("results")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT fused_llr FROM results")).scalar() == 2.5
+    engine.dispose()

@@ -91,6 +91,8 @@ class DecisionOut(BaseModel):
     prior_in_gallery: float
     gallery_size: int
     threshold_from: str
+    gallery_version: int | None = None  # the version decided against; None: live enrollments
+    fusion_method: str | None = None
     contributions: dict[str, float]  # modality -> LLR it added to the top candidate
     why: str
 
@@ -527,12 +529,27 @@ def _decision(
     size: int,
     settings: Settings,
 ) -> DecisionOut:
-    """The open-set decision as recorded, with the threshold and evidence that explain it."""
+    """The open-set decision as recorded, with the threshold and evidence that explain it.
+
+    From the basis identify stored with the result (threshold, prior, comparable identities,
+    gallery version, fusion method), never from today's gallery: an enrollment made since
+    must not change why an earlier decision was taken. Rows written before migration 0003
+    have no stored basis; only for those is the threshold recomputed, and it says so.
+    """
     top, (top_row, _) = candidates[0], ranked[0]
     named = top.identity if top_row.decision == "match" else "unknown"
     summary = run.summary if run is not None else {}
     prior = float(summary.get("prior_in_gallery", settings.prior_in_gallery))
-    if "threshold_llr" in summary:
+    version, method = None, None
+    if top_row.threshold_llr is not None:
+        threshold, size = top_row.threshold_llr, top_row.gallery_size or 0
+        if top_row.prior_in_gallery is not None:
+            prior = top_row.prior_in_gallery
+        version, method = top_row.gallery_version, top_row.fusion_method
+        source = "recorded with the result when it was decided"
+        if top_row.threshold_from == "operator":
+            source += " (fitted by biofuse calibrate)"
+    elif "threshold_llr" in summary:
         threshold, source = float(summary["threshold_llr"]), "recorded by the identify run"
         size = int(summary.get("gallery_size", size))
     elif size >= 1:
@@ -544,10 +561,17 @@ def _decision(
     parts = ", ".join(f"{m} {v:+.1f}" for m, v in contributions.items()) or "no modality"
     bound = f"{threshold:+.1f}" if threshold is not None else "?"
     verb = "exceeds" if named != "unknown" else "does not exceed"
+    if top_row.threshold_from == "operator":
+        against = f"the operator's open-set threshold {bound}"
+    else:
+        against = f"the open-set threshold {bound} for {size} identities at prior {prior:g}"
+    basis = ""
+    if method is not None:
+        gallery = f"gallery version {version}" if version is not None else "live enrollments"
+        basis = f" ({method} fusion, {gallery})"
     why = (
         f"the best candidate {top.identity} has fused LLR {top.fused_llr:+.1f} ({parts}), "
-        f"which {verb} the open-set threshold {bound} for {size} identities at prior "
-        f"{prior:g}; decision: {named}"
+        f"which {verb} {against}; decision: {named}{basis}"
     )
     return DecisionOut(
         decision=named,
@@ -555,6 +579,8 @@ def _decision(
         prior_in_gallery=prior,
         gallery_size=size,
         threshold_from=source,
+        gallery_version=version,
+        fusion_method=method,
         contributions=contributions,
         why=why,
     )
