@@ -17,7 +17,7 @@ from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
 from flows.pipeline import SegmentEvidence, probe_evidence
 from flows.rebuild import GallerySnapshot, current_gallery
-from fusion.calibration import LinearCalibration, load_default
+from fusion.calibration import LinearCalibration, calibration_record, load_default
 from fusion.decide import OperatorCalibration
 from fusion.fuse import Decision
 from fusion.fuse import identify as fuse_identify
@@ -257,9 +257,16 @@ def fusion_setup(
 
 
 def identify_videos(
-    ctx: Context, video_ids: list[int], only: set[str] | None = None
+    ctx: Context,
+    video_ids: list[int],
+    only: set[str] | None = None,
+    basis: dict[str, Any] | None = None,
 ) -> list[tuple[int, Decision]]:
-    """Fused decisions for every probe (person track or unclaimed speech) of the videos."""
+    """Fused decisions for every probe (person track or unclaimed speech) of the videos.
+
+    `basis`, when given, receives the model ids and calibrations the decisions used, for
+    the run's record (a decision record cites them long after the defaults were refitted).
+    """
     models = {kind: ctx.model_id(kind) for kind in ctx.settings.modalities}
     # each group is read once: enrollment and probe rows share it
     stored = {m: ctx.store.read(m, model_id) for m, model_id in models.items()}
@@ -269,6 +276,9 @@ def identify_videos(
     }
     identities = sorted({n for names, _ in galleries.values() for n in names})
     calibrations, fusion_args = fusion_setup(ctx, models, snapshot)
+    if basis is not None:
+        basis["models"] = dict(models)
+        basis["calibrations"] = {m: calibration_record(c) for m, c in calibrations.items()}
     if not identities:
         raise GalleryError("the gallery is empty: enroll identities first (`biofuse enroll`)")
     out: list[tuple[int, Decision]] = []
@@ -329,7 +339,8 @@ def identify(
     run_id = ctx.catalog.start_run("identify", {"targets": targets or []})
     video_ids = _targets(ctx, targets or [])
     only = {t for t in (targets or []) if not Path(t).exists()} or None
-    decisions = identify_videos(ctx, video_ids, only)
+    basis: dict[str, Any] = {}
+    decisions = identify_videos(ctx, video_ids, only, basis)
     with ctx.catalog.session() as s:
         ids = {p.name: p.id for p in s.scalars(select(Identity))}
         for video_id, d in decisions:
@@ -352,7 +363,7 @@ def identify(
                 )
                 for c in d.candidates
             )
-    ctx.catalog.finish_run(run_id, "done", {"probes": len(decisions)})
+    ctx.catalog.finish_run(run_id, "done", {"probes": len(decisions), **basis})
     return [
         {
             "video_id": v,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,3 +71,10 @@ def save_defaults(table: dict[str, LinearCalibration]) -> None:
     DEFAULTS_PATH.write_text(
         json.dumps({k: asdict(v) for k, v in sorted(table.items())}, indent=2) + "\n"
     )
+
+
+def calibration_record(cal: LinearCalibration) -> dict[str, Any]:
+    """The map as JSON-safe values (an unbounded clip is None), for run records."""
+    out: dict[str, Any] = asdict(cal)
+    out["max_abs_llr"] = None if not np.isfinite(cal.max_abs_llr) else float(cal.max_abs_llr)
+    return out
