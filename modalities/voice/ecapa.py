@@ -202,7 +202,8 @@ def check_hyperparams(path: Path) -> None:
 def check_release_folder(folder: Path) -> None:
     """Refuse a folder that is not a complete release, or whose yaml is not the release's."""
     if not folder.is_dir():
-        raise ModelMissingError(f"ecapa-voxceleb: model folder {folder} does not exist; {ADD_HINT}")
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ModelMissingError(f"ecapa-voxceleb: model folder {folder} {what}; {ADD_HINT}")
     for name in REQUIRED_FILES:
         if not (folder / name).is_file():
             raise ModelMissingError(
