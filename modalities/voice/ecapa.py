@@ -32,6 +32,7 @@ from modalities.voice.resemblyzer_voice import (
 HPARAMS_FILE = "hyperparams.yaml"
 CHECKPOINTS = ("embedding_model.ckpt", "mean_var_norm_emb.ckpt", "classifier.ckpt")
 REQUIRED_FILES = (HPARAMS_FILE, *CHECKPOINTS, "label_encoder.txt")
+MAX_HPARAMS_BYTES = 1 << 20
 ADD_HINT = "run `biofuse models add ecapa-voxceleb FOLDER` with the official release folder"
 
 # speechbrain/spkrec-ecapa-voxceleb's hyperparams.yaml: each module it builds, its class and
@@ -110,17 +111,22 @@ def _load_yaml_as_data(text: str) -> Any:
     return yaml.load(text, Loader=PlainLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _walk_tags(value: Any, where: str) -> list[tuple[str, _Tagged]]:
+def _walk_tags(value: Any, where: str, seen: set[int]) -> list[tuple[str, _Tagged]]:
+    """Every tagged node with its place; each container once (YAML aliases can share or loop)."""
     found: list[tuple[str, _Tagged]] = []
+    if isinstance(value, _Tagged | Mapping | list):
+        if id(value) in seen:
+            return found
+        seen.add(id(value))
     if isinstance(value, _Tagged):
         found.append((where, value))
-        value = value.value
-    if isinstance(value, Mapping):
+        found += _walk_tags(value.value, where, seen)
+    elif isinstance(value, Mapping):
         for key, item in value.items():
-            found += _walk_tags(item, f"{where}.{key}" if where else str(key))
+            found += _walk_tags(item, f"{where}.{key}" if where else str(key), seen)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found += _walk_tags(item, f"{where}[{i}]")
+            found += _walk_tags(item, f"{where}[{i}]", seen)
     return found
 
 
@@ -152,16 +158,19 @@ def check_hyperparams(path: Path) -> None:
     import yaml
 
     where = f"ecapa-voxceleb: {path}"
+    if path.stat().st_size > MAX_HPARAMS_BYTES:  # the release's is about 2 KB
+        raise ModelMissingError(f"{where} is too large for a hyperparams file; {ADD_HINT}")
     try:
         data = _load_yaml_as_data(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        tags = _walk_tags(data, "", set())
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelMissingError(
             f"{where} is not plain YAML ({_first_line(exc)}); {ADD_HINT}"
         ) from exc
     if not isinstance(data, Mapping):
         raise ModelMissingError(f"{where} is not a mapping of hyperparameters; {ADD_HINT}")
     allowed = {key: cls for key, (cls, _) in RELEASE_HPARAMS.items()} | _RELEASE_WIRING
-    for place, node in _walk_tags(data, ""):
+    for place, node in tags:
         if node.tag == "!ref":
             continue
         top_key = place.split(".", 1)[0]
@@ -182,7 +191,10 @@ def check_hyperparams(path: Path) -> None:
             node.value is None or isinstance(node.value, Mapping)
         ):
             raise ModelMissingError(f"{where} has no {key!r} (!new:{cls}); {ADD_HINT}")
-        got = _resolve_refs(dict(node.value or {}), data)
+        try:
+            got = _resolve_refs(dict(node.value or {}), data)
+        except RecursionError as exc:  # an alias that contains itself
+            raise ModelMissingError(f"{where}: {key} refers to itself; {ADD_HINT}") from exc
         if got != expected:
             differing = "; ".join(
                 f"{k}: {got.get(k, '(absent)')!r}, published {expected.get(k, '(absent)')!r}"
@@ -318,8 +330,6 @@ def _build_encoder(folder: Path) -> Any:
     """
     import os
 
-    import torch
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; belt and braces
     check_release_folder(folder)
     loaded = check_checkpoints_are_weights(folder)
@@ -328,21 +338,28 @@ def _build_encoder(folder: Path) -> Any:
     _load_strict(_new("classifier"), loaded["classifier.ckpt"], folder / "classifier.ckpt")
     _check_embedding_norm(loaded["mean_var_norm_emb.ckpt"], folder / "mean_var_norm_emb.ckpt")
 
-    class EcapaEncoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.compute_features = _new("compute_features")
-            self.mean_var_norm = _new("mean_var_norm")
-            self.embedding_model = embedding_model
+    return _EcapaEncoder(_new("compute_features"), _new("mean_var_norm"), embedding_model)
 
-        def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
-            feats = self.mean_var_norm(self.compute_features(wavs.float()), wav_lens)
-            return self.embedding_model(feats, wav_lens)
 
-    encoder = EcapaEncoder().eval()
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
-    return encoder
+class _EcapaEncoder:
+    """What SpeechBrain's `encode_batch(normalize=False)` computes, with our modules: fbanks,
+    per-sentence mean normalisation, ECAPA-TDNN with relative lengths (module-level, so an
+    extractor stays picklable)."""
+
+    def __init__(self, features: Any, norm: Any, embedding_model: Any) -> None:
+        self.modules = [features.eval(), norm.eval(), embedding_model.eval()]
+        for module in self.modules:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
+    def to(self, device: str) -> _EcapaEncoder:
+        self.modules = [module.to(device) for module in self.modules]
+        return self
+
+    def __call__(self, wavs: Any, wav_lens: Any) -> Any:
+        features, norm, embedding_model = self.modules
+        feats = norm(features(wavs.float()), wav_lens)
+        return embedding_model(feats, wav_lens)
 
 
 def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
