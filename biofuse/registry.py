@@ -214,27 +214,41 @@ def combined_sha256(digests: list[str]) -> str:
 Converter = Callable[[Path, Path, ModelSpec], dict[str, str]]
 
 
-def install_file(source: Path, target: Path) -> None:
-    """Copy a checked file to `target` through a temporary name: all of it or nothing."""
+def _check_copy(check: Callable[[Path], object], copy: Path, source: Path) -> None:
+    """Run `check` on the copy; its refusal names the user's path, not our temporary one."""
+    try:
+        check(copy)
+    except ModelMissingError as exc:
+        raise ModelMissingError(str(exc).replace(str(copy), str(source))) from exc
+
+
+def install_file(source: Path, target: Path, check: Callable[[Path], object]) -> None:
+    """Copy a file to a temporary name beside `target`, `check` that copy (it raises to refuse),
+    then rename it to `target`: what was checked is what is installed, all of it or nothing."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
+        _check_copy(check, Path(tmp), source)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def install_folder(source: Path, target: Path, names: tuple[str, ...]) -> None:
-    """Copy the named files of a checked folder to `target` in one rename (an old copy goes)."""
+def install_folder(
+    source: Path, target: Path, names: tuple[str, ...], check: Callable[[Path], object]
+) -> None:
+    """Copy the named files of a folder to a temporary folder, `check` it, then rename it to
+    `target` (an old copy goes): as `install_file`, for a release that is a folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
     old = target.with_name(f".{target.name}.old")
     try:
         for name in names:
             shutil.copyfile(source / name, tmp / name)
+        _check_copy(check, tmp, source)
         os.chmod(tmp, 0o755)
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():

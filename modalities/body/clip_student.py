@@ -232,9 +232,7 @@ class ClipStudentBodyExtractor:
 
 
 def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
-    """`biofuse models add clip3dreid-student-rn50 FILE`: load FILE strictly into the student
-    (tensors only, every key and shape), then install it as it is in one rename."""
-    source = Path(source)
-    load_student(source)
-    install_file(source, Path(target))
+    """`biofuse models add clip3dreid-student-rn50 FILE`: a copy of FILE loaded strictly into
+    the student (tensors only, every key and shape), then installed as it is in one rename."""
+    install_file(Path(source), Path(target), load_student)
     return {"source_format": "body-shape student state dict (ResNet-50 + sv_fc)"}

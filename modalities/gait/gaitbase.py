@@ -452,10 +452,8 @@ def load_gaitbase(path: Path, config: GaitBaseConfig = GAITBASE_CASIAB) -> GaitB
 
 
 def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
-    """`biofuse models add gaitbase-casiab FILE`: load FILE strictly into GaitBase (tensors only,
-    every key and shape), then install it as it is in one rename; no config file is read (the
-    architecture is `GAITBASE_CASIAB`, data in our code; an OpenGait yaml is never loaded)."""
-    source = Path(source)
-    load_gaitbase(source, GAITBASE_CASIAB)
-    install_file(source, Path(target))
+    """`biofuse models add gaitbase-casiab FILE`: a copy of FILE loaded strictly into GaitBase
+    (tensors only, every key and shape), then installed as it is in one rename; no config file
+    is read (the architecture is `GAITBASE_CASIAB`, data in our code; no OpenGait yaml)."""
+    install_file(Path(source), Path(target), lambda copy: load_gaitbase(copy, GAITBASE_CASIAB))
     return {"source_format": "OpenGait checkpoint {'model': state_dict} (GaitBase, CASIA-B)"}

@@ -363,11 +363,11 @@ class _EcapaEncoder:
 
 
 def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
-    """`biofuse models add ecapa-voxceleb FOLDER`: check the release in full, then install its
-    files (only those) into `target` in one rename, so a refused folder leaves nothing."""
+    """`biofuse models add ecapa-voxceleb FOLDER`: copy the release's files (only those), check
+    the copy in full, then install it in one rename, so a refused folder leaves nothing."""
     source = Path(source)
-    _build_encoder(source)
-    install_folder(source, Path(target), REQUIRED_FILES)
+    check_release_folder(source)  # before copying anything: the files are all there
+    install_folder(source, Path(target), REQUIRED_FILES, _build_encoder)
     return {"source_format": "speechbrain release folder (yaml checked, not run)"}
 
 
