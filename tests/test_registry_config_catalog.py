@@ -12,7 +12,7 @@ from test_migrations import database_urls, empty_postgres
 from biofuse.catalog import DONE, FAILED, RUNNING, Catalog, SpeechSegment, Track
 from biofuse.config import load_settings
 from biofuse.errors import ConfigError, ModelMissingError
-from biofuse.registry import Registry, file_sha256
+from biofuse.registry import SPECS, Registry, file_sha256
 
 
 def test_packaged_defaults_resolve_with_their_sha256(tmp_path: Path) -> None:
@@ -35,17 +35,138 @@ def test_missing_user_model_says_how_to_add_it(tmp_path: Path) -> None:
 
 
 def test_added_model_is_recorded_and_tampering_is_caught(tmp_path: Path) -> None:
-    # a model copied as it is (no converter): AdaFace's converted path is in test_face_*
+    # a model copied as it is (checked, not converted): AdaFace's converted path is in test_face_*
+    import torch
+
+    from modalities.gait.gaitbase import build_gaitbase
+
     weights = tmp_path / "official.pt"
-    weights.write_bytes(b"\x01" * 1000)
+    torch.manual_seed(0)
+    torch.save({"model": build_gaitbase().state_dict(), "iteration": 60000}, weights)
     registry = Registry(tmp_path / "models")
     added = registry.add("gaitbase-casiab", weights)
     assert added.sha256 == file_sha256(weights)
     assert registry.resolve("gaitbase-casiab").model_id == added.model_id
     target = tmp_path / "models" / "gaitbase-casiab" / "gaitbase-casiab.pt"
-    target.write_bytes(b"\x02" * 1000)
+    with open(target, "ab") as handle:
+        handle.write(b"\x00")
     with pytest.raises(ModelMissingError, match="changed since they were added"):
         Registry(tmp_path / "models").verify("gaitbase-casiab")
+
+
+PACKAGED = sorted(name for name, spec in SPECS.items() if spec.package is not None)
+USER_ADDED = sorted(name for name, spec in SPECS.items() if spec.package is None)
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_packaged_weights_ship_their_sha256_and_verify_against_it(
+    tmp_path: Path, name: str
+) -> None:
+    spec = SPECS[name]
+    assert spec.sha256 is not None and len(spec.sha256) == 64
+    registry = Registry(tmp_path / "models")
+    try:
+        registry.locate(name)
+    except ModelMissingError:
+        pytest.skip(f"{spec.package} is not installed here")
+    assert registry.verify(name).sha256 == spec.sha256
+    assert registry.resolve(name).sha256 == spec.sha256
+
+
+def test_one_byte_appended_to_packaged_weights_fails_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app
+
+    name = "gait-compact-casiab"
+    shipped = Registry(tmp_path / "models").locate(name)["weights"]
+    # The same files in a package of our own, so the real one is never touched.
+    package = tmp_path / "site" / "tampered_gait"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    copy = package / SPECS[name].files["weights"]
+    shutil.copyfile(shipped, copy)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setitem(SPECS, name, dataclasses.replace(SPECS[name], package="tampered_gait"))
+    home = tmp_path / "home"
+    monkeypatch.setenv("BIOFUSE_HOME", str(home))
+    runner = CliRunner()
+    result = runner.invoke(app, ["--home", str(home), "models", "verify", name])
+    assert result.exit_code == 0, result.output  # an exact copy verifies
+
+    with open(copy, "ab") as handle:
+        handle.write(b"\x00")
+    result = runner.invoke(app, ["--home", str(home), "models", "verify", name])
+    assert result.exit_code == 1 and "bad" in result.output, result.output
+    assert "differ from the released ones" in " ".join(result.output.split())
+    with pytest.raises(ModelMissingError, match="differ from the released ones"):
+        Registry(home / "models").resolve(name)
+
+
+def _random_source(tmp_path: Path, name: str, as_folder: bool) -> Path:
+    """Random bytes where the weights go (for ECAPA also a release-shaped folder of them)."""
+    import numpy as np
+
+    rng = np.random.default_rng(sum(name.encode()))
+    if not as_folder:
+        path = tmp_path / "download" / f"{name}.bin"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(rng.bytes(4096))
+        return path
+    from modalities.voice.ecapa import REQUIRED_FILES
+
+    folder = tmp_path / "download" / name
+    folder.mkdir(parents=True)
+    for file_name in REQUIRED_FILES:
+        (folder / file_name).write_bytes(rng.bytes(4096))
+    return folder
+
+
+@pytest.mark.parametrize("as_folder", [False, True], ids=["file", "folder"])
+@pytest.mark.parametrize("name", USER_ADDED)
+def test_models_add_refuses_random_bytes_for_every_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, as_folder: bool
+) -> None:
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app
+
+    source = _random_source(tmp_path, name, as_folder)
+    home = tmp_path / "home"
+    monkeypatch.setenv("BIOFUSE_HOME", str(home))
+    result = CliRunner().invoke(app, ["--home", str(home), "models", "add", name, str(source)])
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    assert not (home / "models" / name).exists()  # nothing copied, not even in part
+    registry = Registry(home / "models")
+    assert registry.record(name) == {}
+    assert dict((s.name, state) for s, state in registry.status())[name].startswith("missing")
+
+
+def test_ecapa_release_folder_with_published_yaml_and_random_checkpoints_is_refused(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    from modalities.voice.ecapa import REQUIRED_FILES
+
+    pytest.importorskip("speechbrain")
+    from test_ecapa import HPARAMS
+
+    folder = tmp_path / "spkrec-ecapa-voxceleb"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for file_name in REQUIRED_FILES:
+        (folder / file_name).write_bytes(rng.bytes(4096))
+    (folder / "hyperparams.yaml").write_text(HPARAMS)
+    with pytest.raises(ModelMissingError, match="not a plain weights file"):
+        Registry(tmp_path / "models").add("ecapa-voxceleb", folder)
+    assert not (tmp_path / "models" / "ecapa-voxceleb").exists()
 
 
 def test_concurrent_index_writers_merge_and_readers_never_see_a_torn_file(

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from biofuse.errors import ModelMissingError
-from biofuse.registry import ResolvedModel
+from biofuse.registry import ModelSpec, ResolvedModel, install_file
 from modalities.base import Embeddings
 
 INPUT_SIZE = (224, 224)  # height, width
@@ -229,3 +229,10 @@ class ClipStudentBodyExtractor:
         return Embeddings(
             np.stack(rows).astype(np.float32), np.asarray(quality, np.float32), keys, self.model_id
         )
+
+
+def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
+    """`biofuse models add clip3dreid-student-rn50 FILE`: a copy of FILE loaded strictly into
+    the student (tensors only, every key and shape), then installed as it is in one rename."""
+    install_file(Path(source), Path(target), load_student)
+    return {"source_format": "body-shape student state dict (ResNet-50 + sv_fc)"}

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from biofuse.errors import ModelMissingError
+from biofuse.registry import ModelSpec, install_file
 
 # -- config --------------------------------------------------------------------------------
 
@@ -448,3 +449,11 @@ def load_gaitbase(path: Path, config: GaitBaseConfig = GAITBASE_CASIAB) -> GaitB
     except RuntimeError as exc:  # shape mismatches, e.g. another dataset's class_num
         raise ModelMissingError(f"{path} does not fit this GaitBase config: {exc}") from exc
     return model.eval()
+
+
+def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[str, str]:
+    """`biofuse models add gaitbase-casiab FILE`: a copy of FILE loaded strictly into GaitBase
+    (tensors only, every key and shape), then installed as it is in one rename; no config file
+    is read (the architecture is `GAITBASE_CASIAB`, data in our code; no OpenGait yaml)."""
+    install_file(Path(source), Path(target), lambda copy: load_gaitbase(copy, GAITBASE_CASIAB))
+    return {"source_format": "OpenGait checkpoint {'model': state_dict} (GaitBase, CASIA-B)"}
