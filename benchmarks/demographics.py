@@ -169,7 +169,8 @@ def markdown(s: dict) -> str:
             lines.append(f"| {target} | | max/min | | {cells} |")
         lines += [
             "",
-            f"Open set at the threshold for FMR 1e-2 ({m['operator_threshold']:.4f}):",
+            "Open set at the threshold where 1 % of all non-mated searches return a candidate "
+            f"({m['operator_threshold']:.4f}):",
             "",
             "| group | FPIR | FNIR |",
             "|---|---|---|",

@@ -544,7 +544,7 @@ def report(
         help="'name<TAB>group' per person: adds error rates per group (groups.md/html/json).",
     ),
     threshold: float = typer.Option(
-        None, help="Operator's threshold for the per-group open-set view (default: FMR 1e-2)."
+        None, help="Operator's threshold for the per-group open-set view (default: FPIR 1e-2)."
     ),
 ) -> None:
     """ROC, DET, CMC and score histograms as PNG, plus a markdown and HTML summary."""

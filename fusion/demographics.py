@@ -9,7 +9,8 @@ group label per person. The thresholds are set once on *all* impostor comparison
 - FMR across: impostor comparisons with exactly one side in the group.
 - FPIR / FNIR at the operator's threshold: the open-set view, one search per probe
   (non-mated: any candidate at or above the threshold; mated: the true identity not first
-  or below the threshold).
+  or below the threshold). Unless given, the threshold is the one at which 1 % of all
+  non-mated searches return a candidate (FPIR = 1e-2 overall).
 
 Confidence intervals come from a bootstrap over *people*, not comparisons: comparisons of
 one person are correlated (one hard face makes many errors), so resampling comparisons
@@ -34,6 +35,7 @@ from fusion.report import LabelledScores
 FMR_TARGETS = (1e-3, 1e-2)
 METRICS = ("fnmr", "fmr_within", "fmr_across")
 OPEN_SET = ("fpir", "fnir")
+OPERATOR_FPIR = 1e-2  # default operator's threshold: 1 % of non-mated searches return anyone
 
 
 def read_groups(path: str | Path) -> dict[str, str]:
@@ -171,8 +173,14 @@ def group_differentials(
     if not cells.genuine.any() or impostor.size == 0:
         raise ValueError(f"{modality}: need genuine and impostor comparisons")
     thresholds = {f"{f:g}": threshold_at_fmr(impostor, f) for f in FMR_TARGETS}
-    if operator_threshold is None:
-        operator_threshold = thresholds[f"{FMR_TARGETS[-1]:g}"]
+    full, mated, _ = _searches(table, scores, np.inf)
+    nonmated_tops = np.where(np.isnan(scores), -np.inf, scores)[full & ~mated].max(axis=1)
+    if operator_threshold is None:  # an operator sets the 1:N threshold for FPIR, not FMR
+        operator_threshold = (
+            threshold_at_fmr(nonmated_tops, OPERATOR_FPIR)
+            if nonmated_tops.size
+            else thresholds[f"{FMR_TARGETS[0]:g}"]
+        )
     rng = np.random.default_rng(seed)
     n_people = len(people)
     result: dict[str, Any] = {

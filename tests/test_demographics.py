@@ -56,6 +56,9 @@ def test_group_figures_by_hand() -> None:
     oa, ob = r["groups"]["a"]["open_set"], r["groups"]["b"]["open_set"]
     assert (oa["fpir"], ob["fpir"], oa["fnir"], ob["fnir"]) == (1.0, 0.0, 0.0, 0.5)
     assert oa["fpir_searches"] == 1 and ob["fnir_searches"] == 2
+    # by default the operator's threshold lets at most 1 % of non-mated searches through
+    d = group_differentials(_table(), "face", GROUPS, n_boot=50)
+    assert d["operator_threshold"] > 0.5 and d["groups"]["a"]["open_set"]["fpir"] == 0.0
 
 
 def test_bootstrap_resamples_people_not_comparisons() -> None:
