@@ -539,15 +539,33 @@ def calibrate(
 def report(
     scores: list[Path] = typer.Argument(..., help="Labelled score files (CSV or bob 4-column)."),
     out: Path = typer.Option(Path("score-report"), help="Folder for the plots and summaries."),
+    groups: Path = typer.Option(
+        None,
+        help="'name<TAB>group' per person: adds error rates per group (groups.md/html/json).",
+    ),
+    threshold: float = typer.Option(
+        None, help="Operator's threshold for the per-group open-set view (default: FPIR 1e-2)."
+    ),
 ) -> None:
     """ROC, DET, CMC and score histograms as PNG, plus a markdown and HTML summary."""
+    from fusion.demographics import read_groups, write_group_report
     from fusion.report import labelled_tables, read_rows, write_report
 
     try:
-        summary = write_report(labelled_tables([r for p in scores for r in read_rows(p)]), out)
+        table = labelled_tables([r for p in scores for r in read_rows(p)])
+        summary = write_report(table, out)
+        by_group = write_group_report(table, read_groups(groups), out, threshold) if groups else {}
     except (BiofuseError, ValueError, OSError) as exc:
         _fail(exc)
         return
+    for name, result in by_group.items():
+        worst = result["ratios"]["0.001"]
+        console.print(
+            f"{name} per group at FMR 1e-3: FNMR max/min {worst['fnmr'] or float('nan'):.2f}, "
+            f"FMR within max/min {worst['fmr_within'] or float('nan'):.2f} "
+            f"({out}/groups.md)",
+            markup=False,
+        )
     for name, s in summary.items():
         console.print(
             f"{name}: EER {s.get('eer', float('nan')):.4f}, "
