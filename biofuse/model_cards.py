@@ -91,7 +91,7 @@ PUBLISHED_ONLY = "no figure here yet: add the official weights and run the scrip
 CARDS: dict[str, Card] = {
     "dlib-resnet": Card(
         trained_on="about 3 million faces of 7,485 people (VGG, FaceScrub and scraped images; "
-        "per dlib's author), mostly adults of European appearance",
+        "per dlib's author)",
         limits=(
             "HOG detection misses faces under about 24 px wide and non-frontal faces",
             "128-d embedding trained on web photos, not surveillance frames",
@@ -246,7 +246,7 @@ def render(results: Path = RESULTS) -> str:
             "",
             *[f"- {limit}" for limit in card.limits],
             "",
-            f"Must not be used alone for: {card.not_alone}.",
+            f"Must not be used alone for: {card.not_alone[:1].lower()}{card.not_alone[1:]}.",
             "",
         ]
     return "\n".join(lines)
