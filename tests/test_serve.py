@@ -336,12 +336,14 @@ def run_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
 
 @pytest.fixture(scope="module")
 def settings(run_home: Path) -> Settings:
-    return load_settings(home=str(run_home), api_tokens=[f"alice={TOKEN}"])
+    return load_settings(
+        home=str(run_home), api_tokens=[f"alice={TOKEN}", f"root:admin={ADMIN_TOKEN}"]
+    )
 
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings))
+    return local_client(settings)
 
 
 def _track(client: TestClient, video: str) -> dict:
@@ -423,9 +425,11 @@ def test_every_query_is_audited_with_who_what_and_the_ids_shown(
 ) -> None:
     track = _track(client, "videoretalking_face_3.mp4")
     client.get(f"/api/tracks/{track['key']}", headers=AUTH)
-    entries = client.get("/api/audit", params={"limit": 3}, headers=AUTH).json()
+    client.get("/api/audit", params={"limit": 1}, headers=ADMIN)
+    entries = client.get("/api/audit", params={"limit": 3}, headers=ADMIN).json()
     newest, detail, listing = entries
-    assert newest["action"] == "GET /api/audit" and newest["params"] == {"limit": "3"}
+    assert newest["action"] == "GET /api/audit" and newest["params"] == {"limit": "1"}
+    assert newest["who"] == "root" and newest["client"] == "testclient"
     assert detail["who"] == "alice" and detail["action"] == f"GET /api/tracks/{track['key']}"
     assert detail["result_ids"] == ["AOC", "Tony_Blair"] and detail["result_count"] == 2
     assert listing["action"] == "GET /api/tracks" and track["key"] in listing["result_ids"]
@@ -444,7 +448,7 @@ def test_the_gallery_endpoint_follows_the_rebuilt_version(
     home = tmp_path / "home"
     shutil.copytree(settings.home, home)
     local = load_settings(home=str(home), api_tokens=[f"alice={TOKEN}"])
-    web = TestClient(create_app(local))
+    web = local_client(local)
     assert web.get("/api/gallery", headers=AUTH).json()["version"] is None
     report = rebuild(Context.open(home=str(home)))
     gallery = web.get("/api/gallery", headers=AUTH).json()
@@ -471,7 +475,9 @@ def test_the_api_never_answers_500_to_schema_fuzzing(client: TestClient) -> None
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hyp_settings
 
-    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", client.app, headers={"Host": "localhost"}
+    )
     failures = []
     for operation in schema.get_all_operations():
         op = operation.ok()
@@ -484,7 +490,7 @@ def test_the_api_never_answers_500_to_schema_fuzzing(client: TestClient) -> None
         )
         @given(case=op.as_strategy())
         def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=AUTH)
+            case.call_and_validate(headers=ADMIN, base_url=LOCAL)
 
         try:
             check()
