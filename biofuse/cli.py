@@ -475,7 +475,8 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default: serve_port)."),
 ) -> None:
     """The analyst web page and JSON API (token-protected, every request audited)."""
-    from biofuse.serve.tokens import hash_entry, new_token as make_token
+    from biofuse.serve.tokens import hash_entry
+    from biofuse.serve.tokens import new_token as make_token
 
     if token:  # every process on the host can read a command line (`ps`)
         _fail(

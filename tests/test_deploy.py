@@ -184,7 +184,10 @@ def test_compose_refuses_to_start_without_its_secrets() -> None:
     example = dict(re.findall(r"^(\w+)=(.*)$", (DEPLOY / ".env.example").read_text(), re.M))
     assert all(example[name] == "" for name in SECRETS)  # no known secret to copy
     docker = shutil.which("docker")
-    if docker and not subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
+    if (
+        docker
+        and not subprocess.run([docker, "compose", "version"], capture_output=True).returncode
+    ):
         env = {k: v for k, v in os.environ.items() if k not in SECRETS}
         done = subprocess.run(
             [docker, "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],

@@ -601,9 +601,7 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(
-        Guard, audit=audit, check_host=_is_loopback(host or settings.serve_host)
-    )
+    app.add_middleware(Guard, audit=audit, check_host=_is_loopback(host or settings.serve_host))
     return app
 
 
