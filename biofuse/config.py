@@ -112,6 +112,9 @@ class Settings(BaseModel):
     api_tokens_file: Path | None = None
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8765, ge=1, le=65535)
+    # Host names answered besides localhost/127.0.0.1/[::1] when bound to loopback (the name
+    # a reverse proxy forwards); others get 400 (DNS rebinding). env: comma-separated
+    serve_allowed_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("api_tokens")
     @classmethod

@@ -286,6 +286,9 @@ def test_on_loopback_only_loopback_host_names_are_answered(small: Settings) -> N
     assert audit_rows(small)[-1].status == 400
     public = TestClient(create_app(small, host="0.0.0.0"), base_url="http://analysts.example")
     assert public.get("/api/gallery", headers=AUTH).status_code == 200
+    proxied = small.model_copy(update={"serve_allowed_hosts": ["analysts.example"]})
+    public = TestClient(create_app(proxied), base_url="http://analysts.example:443")
+    assert public.get("/api/gallery", headers=AUTH).status_code == 200
 
 
 def test_name_search_is_literal_and_404s_name_no_server_path(small: Settings) -> None:

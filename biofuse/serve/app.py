@@ -279,8 +279,9 @@ class Guard:
     row cannot be written gets a 500, never its data.
     """
 
-    def __init__(self, app: ASGIApp, audit: Audit, check_host: bool) -> None:
+    def __init__(self, app: ASGIApp, audit: Audit, check_host: bool, hosts: list[str]) -> None:
         self.app, self.audit, self.check_host = app, audit, check_host
+        self.hosts = {h.lower() for h in hosts}  # also answered on loopback (a proxy's name)
 
     def who(self, scope: Scope) -> Principal | None:
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -318,7 +319,8 @@ class Guard:
 
         if self.check_host:
             host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
-            if not LOOPBACK_HOST.match(host):
+            name = re.sub(r":\d{1,5}$", "", host).lower()
+            if not LOOPBACK_HOST.match(host) and name not in self.hosts:
                 # DNS rebinding: a page of another site reaching this loopback server
                 response = JSONResponse({"detail": "invalid Host header"}, status_code=400)
                 await response(scope, receive, audited_send)
@@ -601,7 +603,12 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(Guard, audit=audit, check_host=_is_loopback(host or settings.serve_host))
+    app.add_middleware(
+        Guard,
+        audit=audit,
+        check_host=_is_loopback(host or settings.serve_host),
+        hosts=settings.serve_allowed_hosts,
+    )
     return app
 
 
