@@ -226,12 +226,26 @@ class Audit:
         query = Request(scope).query_params.multi_items()
         aggregate = status >= 400 or who == "anonymous"
         key = (str(client), who, str(status), f"{scope['method']} {route or 'unrouted'}")
+        entry = AuditEntry(
+            who=_clean(who),
+            client=client,
+            action=action,
+            params=self.redact_params(query),
+            status=status,
+            result_count=len(ids),
+            result_ids=[_clean(i) if isinstance(i, str) else i for i in ids][:MAX_AUDITED_IDS],
+            request_count=1,
+        )
+        if not aggregate:  # a row of its own: what this analyst was shown
+            with self.catalog.session() as s:
+                s.add(entry)
+            return
         now = time.monotonic()
-        with self._lock:
+        with self._lock:  # one row per key and window, however many threads answer
             if len(self._open) > 4096:
                 self._open = {k: v for k, v in self._open.items() if v[1] > now}
             row_id, until = self._open.get(key, (None, 0.0))
-            if aggregate and row_id is not None and until > now:
+            if row_id is not None and until > now:
                 with self.catalog.session() as s:
                     counted = s.execute(
                         update(AuditEntry)
@@ -243,24 +257,11 @@ class Audit:
                     ).rowcount
                 if counted:
                     return
-            entry = AuditEntry(
-                who=_clean(who),
-                client=client,
-                action=action,
-                params=self.redact_params(query),
-                status=status,
-                result_count=len(ids),
-                result_ids=[_clean(str(i)) if isinstance(i, str) else i for i in ids][
-                    :MAX_AUDITED_IDS
-                ],
-                request_count=1,
-            )
             with self.catalog.session() as s:
                 s.add(entry)
                 s.flush()
                 row_id = entry.id
-            if aggregate:
-                self._open[key] = (row_id, now + AGGREGATE_S)
+            self._open[key] = (row_id, now + AGGREGATE_S)
 
 
 def _is_loopback(host: str) -> bool:
