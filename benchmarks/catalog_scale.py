@@ -190,8 +190,11 @@ def measure(url: str, home: Path, n_failed: int) -> dict[str, Any]:
         assert outcome.exit_code == 0, outcome.output
         assert f"failed {n_failed}" in outcome.output, outcome.output[:500]
 
-    client = TestClient(create_app(load_settings(), tokens=["bench=bench-token"]))
-    headers = {"Authorization": "Bearer bench-token"}
+    client = TestClient(
+        create_app(load_settings(), tokens=["bench=bench-token-0123456789"]),
+        base_url="http://localhost",  # the app answers loopback Host names only
+    )
+    headers = {"Authorization": "Bearer bench-token-0123456789"}
 
     def get(path: str, **params: Any) -> Callable[[], None]:
         def call() -> None:

@@ -160,6 +160,17 @@ class Result(Base):
     fusion_method: Mapped[str | None] = mapped_column(String(32))
 
 
+def redact_url(text: str, url: str | None = None) -> str:
+    """`text` (a database URL, or a message that may quote `url`) with the password masked."""
+    url = text if url is None else url
+    scheme, sep, rest = url.partition("://")
+    credentials = rest.rpartition("@")[0] if sep else url.rpartition("@")[0]
+    user, colon, password = credentials.partition(":")
+    if not colon or not password:
+        return text
+    return text.replace(f"{user}:{password}@", f"{user}:***@").replace(password, "***")
+
+
 class Catalog:
     """Thin access layer: sessions plus the few queries the stages need."""
 
@@ -176,8 +187,11 @@ class Catalog:
                 from biofuse.migrations import upgrade_to_head
 
                 upgrade_to_head(self.engine)
-        except SQLAlchemyError as exc:
-            raise CatalogError(f"cannot open the catalog at {url}: {exc}") from exc
+        except (SQLAlchemyError, ValueError) as exc:
+            # never the database password: neither the URL nor an error that quotes it
+            raise CatalogError(
+                f"cannot open the catalog at {redact_url(url)}: {redact_url(str(exc), url)}"
+            ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -378,7 +392,11 @@ class GalleryVersion(Base):
 
 
 class AuditEntry(Base):
-    """One analyst query: who asked what, when, and which results they were shown."""
+    """One analyst query: who asked what, from where, when, and which results they were shown.
+
+    Requests that show no data (refused ones, the public page) from one client are counted
+    on one row per minute (`request_count`, `last_at`) rather than one row each.
+    """
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -389,3 +407,6 @@ class AuditEntry(Base):
     status: Mapped[int] = mapped_column(Integer)  # HTTP status returned
     result_count: Mapped[int] = mapped_column(Integer, default=0)
     result_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # first 200 ids shown
+    client: Mapped[str | None] = mapped_column(String(64), index=True)  # the peer's address
+    request_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

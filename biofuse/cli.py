@@ -458,24 +458,58 @@ def gallery_rebuild(
 
 @app.command()
 def serve(
-    token: list[str] = typer.Option(
-        None, "--token", help="An analyst token, NAME=SECRET or SECRET (repeatable)."
+    tokens_file: Path | None = typer.Option(
+        None,
+        "--tokens-file",
+        help="Analyst tokens, one NAME[:ROLE]=TOKEN a line (ROLE analyst or admin); "
+        "the file must not be readable by others.",
     ),
+    new_token: str | None = typer.Option(
+        None,
+        "--new-token",
+        metavar="NAME[:ROLE]",
+        help="Print a fresh random token for NAME (shown once) and exit.",
+    ),
+    token: list[str] = typer.Option(None, "--token", hidden=True),
     host: str | None = typer.Option(None, help="Address to listen on (default: serve_host)."),
     port: int | None = typer.Option(None, help="Port (default: serve_port)."),
 ) -> None:
-    """The analyst web page and JSON API (token-protected, every query audited)."""
+    """The analyst web page and JSON API (token-protected, every request audited)."""
+    from biofuse.serve.tokens import hash_entry
+    from biofuse.serve.tokens import new_token as make_token
+
+    if token:  # every process on the host can read a command line (`ps`)
+        _fail(
+            BiofuseError(
+                "--token would show the secret to every user of this host (ps); put tokens "
+                "in a file (--tokens-file) or in BIOFUSE_API_TOKENS"
+            )
+        )
+    if new_token is not None:
+        fresh = make_token()
+        try:
+            line = f"{new_token.strip()}={fresh}"
+            hashed = hash_entry(line)
+        except BiofuseError as exc:
+            _fail(exc)
+            return
+        console.print("A new token, shown only this once. For the tokens file (chmod 600):")
+        console.print(line, markup=False, highlight=False)
+        console.print("or, as its sha256, for api_tokens in biofuse.toml:")
+        console.print(hashed, markup=False, highlight=False)
+        return
+
     import uvicorn
 
     from biofuse.serve.app import create_app
 
-    settings = load_settings()
     try:
-        web = create_app(settings, list(token or []))
+        settings = load_settings(api_tokens_file=tokens_file)
+        host, port = host or settings.serve_host, port or settings.serve_port
+        web = create_app(settings, host=host)
     except BiofuseError as exc:
         _fail(exc)
         return
-    host, port = host or settings.serve_host, port or settings.serve_port
     console.print(f"analyst page on http://{host}:{port}/  (API schema: /openapi.json)")
     uvicorn.run(web, host=host, port=port, log_level="warning")
 

@@ -11,13 +11,21 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from biofuse.errors import ConfigError
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a wrong value never echoes a token or a database password
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".biofuse")
     catalog_url: str = ""  # default: sqlite:///{home}/catalog.sqlite
@@ -97,10 +105,26 @@ class Settings(BaseModel):
     # this many per class: 48 genuine pairs gave Cllr 0.136 vs the shipped default's 0.096 on
     # LFW (benchmarks/gallery_calibration.py), and LLRs are capped at log(1 + pairs)
     gallery_min_calibration_pairs: int = Field(200, ge=2)
-    # analyst API tokens: "name=token" (audited as name) or a bare token; env: comma-separated
+    # analyst API tokens: "name[:role]=token" (audited as name; role analyst or admin),
+    # "name[:role]=sha256:HEX" or a bare token; env: comma-separated. Kept as sha256 only.
     api_tokens: list[str] = Field(default_factory=list)
+    # a file of such entries, one a line, unreadable by others (`biofuse serve --tokens-file`)
+    api_tokens_file: Path | None = None
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8765, ge=1, le=65535)
+    # Host names answered besides localhost/127.0.0.1/[::1] when bound to loopback (the name
+    # a reverse proxy forwards); others get 400 (DNS rebinding). env: comma-separated
+    serve_allowed_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _hash_tokens(cls, entries: list[str]) -> list[str]:
+        from biofuse.serve.tokens import hash_entry
+
+        try:
+            return [hash_entry(e, f"entry {n}") for n, e in enumerate(entries, 1)]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

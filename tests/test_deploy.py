@@ -27,12 +27,30 @@ BIOFUSE_SERVICES = {"ray-head", "ray-worker", "prefect-worker", "prefect-deploy"
 ONE_SHOT = {"minio-init", "prefect-deploy"}
 
 
+# what a user puts in deploy/.env: compose has no default for a secret
+SECRETS = {
+    "CATALOG_DB_PASSWORD": "catalog-pw-1",
+    "PREFECT_DB_PASSWORD": "prefect-pw-2",
+    "MINIO_ROOT_PASSWORD": "minio-pw-3",
+    "RAY_AUTH_TOKEN": "ray-token-4",
+}
+VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
 def interpolate(value: str, env: dict[str, str] | None = None) -> str:
-    """Compose's `${VAR:-default}` with an empty environment: the defaults a user gets."""
-    env = env or {}
-    return re.sub(
-        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1), m.group(2) or ""), value
-    )
+    """Compose's `${VAR:-default}` and `${VAR:?error}` with `env` (default: only the secrets
+    set): the values a user gets; KeyError where compose would refuse to start."""
+    env = SECRETS if env is None else env
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.groups()
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise KeyError(f"{name}: {arg}")
+        return arg or ""
+
+    return VARIABLE.sub(one, value)
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +169,35 @@ def test_biofuse_settings_point_at_the_compose_services(
     assert str(api.port) in services["prefect-server"]["command"]
 
 
+def test_compose_refuses_to_start_without_its_secrets() -> None:
+    """Issue 18 item 9: passwords and tokens fell back to values printed in this repository."""
+    text = (DEPLOY / "compose.yaml").read_text()
+    uses = VARIABLE.findall(text)
+    secret = re.compile(r"PASSWORD|TOKEN|SECRET")
+    assert {name for name, _, _ in uses if secret.search(name)} == set(SECRETS)
+    for name, op, _ in uses:
+        if secret.search(name):
+            assert op == "?", f"${{{name}}} must have no default"
+    for name in SECRETS:  # each one missing alone stops compose
+        with pytest.raises(KeyError, match=name):
+            interpolate(text, {k: v for k, v in SECRETS.items() if k != name})
+    example = dict(re.findall(r"^(\w+)=(.*)$", (DEPLOY / ".env.example").read_text(), re.M))
+    assert all(example[name] == "" for name in SECRETS)  # no known secret to copy
+    docker = shutil.which("docker")
+    if (
+        docker
+        and not subprocess.run([docker, "compose", "version"], capture_output=True).returncode
+    ):
+        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        done = subprocess.run(
+            [docker, "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert done.returncode != 0 and "CATALOG_DB_PASSWORD" in done.stderr
+
+
 def test_compose_config_accepted_by_docker_where_an_engine_exists() -> None:
     docker = shutil.which("docker")
     if (
@@ -162,6 +209,7 @@ def test_compose_config_accepted_by_docker_where_an_engine_exists() -> None:
         [docker, "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
         capture_output=True,
         text=True,
+        env={**os.environ, **SECRETS},
     )
     assert done.returncode == 0, done.stderr
 

@@ -320,7 +320,7 @@ def test_why_explains_the_stored_decision_after_a_new_enrollment(
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     def why() -> dict:
-        client = TestClient(create_app(app_settings))
+        client = TestClient(create_app(app_settings), base_url="http://localhost")
         return client.get("/api/tracks/v1:t0000", headers=auth).json()["decision"]
 
     first = why()

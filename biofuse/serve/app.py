@@ -1,26 +1,34 @@
 """Analyst access: a token-protected JSON API over the catalog and a small local web page.
 
 Read-only: analysts see what the flows recorded (tracks, identify results, the
-gallery version) and never trigger processing. Every API request, refused ones
-included, leaves an `AuditEntry` row saying who asked what and which ids they saw.
+gallery version) and never trigger processing. Every request, refused and unrouted ones
+included, leaves an `AuditEntry` row saying who asked what from which address and which
+ids they saw; secrets in it are redacted, and requests that show no data are counted on
+one row per client and minute, so a flood of them cannot fill the catalog.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real annotation objects of
 # the route functions, which refer to names local to `create_app`.
 
+import datetime as dt
 import functools
-import hashlib
-import hmac
+import ipaddress
+import logging
+import re
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from biofuse.catalog import (
     AuditEntry,
@@ -37,10 +45,29 @@ from biofuse.catalog import (
 from biofuse.config import Settings
 from biofuse.errors import BiofuseError, ConfigError, MediaError
 from biofuse.serve.thumbnails import thumbnail
+from biofuse.serve.tokens import Principal, digest, parse_tokens, read_tokens_file
 from fusion.fuse import open_set_threshold
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger(__name__)
 MAX_AUDITED_IDS = 200
+MAX_AUDITED_PARAMS = 16  # query parameters kept per row, each key and value cut to:
+MAX_AUDITED_CHARS = 200
+AGGREGATE_S = 60.0  # requests that show no data: one row per client, kind and minute
+# query parameters whose values are never stored (a token in the URL, a password, ...)
+SECRET_PARAM = re.compile(r"token|passw|secret|key|auth|credential|session|cookie|sig", re.I)
+REDACTED = "[redacted]"
+LOOPBACK_HOST = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$")
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+        b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 MAX_ID = 2**31 - 1  # catalog ids are 32-bit integers on PostgreSQL
 TEXT = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: refuse it as a 422, not a 500
 
@@ -128,11 +155,14 @@ class GalleryOut(BaseModel):
 class AuditOut(BaseModel):
     at: str
     who: str
+    client: str | None
     action: str
     params: dict[str, Any]
     status: int
     result_count: int
     result_ids: list[Any]
+    request_count: int  # requests counted on this row (repeated ones that showed no data)
+    last_at: str | None
 
 
 class Problem(BaseModel):
@@ -142,58 +172,198 @@ class Problem(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing or unknown token"},
 }
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    403: {"model": Problem, "description": "the token's role is not admin"},
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     404: {"model": Problem, "description": "no such item"},
 }
 
 
-# -- tokens and the audit log -------------------------------------------------------------
-def parse_tokens(entries: list[str]) -> dict[str, str]:
-    """token -> who: "name=token" audits as name, a bare token as its short digest."""
-    out = {}
-    for entry in entries:
-        name, sep, token = entry.partition("=")
-        if not sep:
-            name, token = f"token:{hashlib.sha256(entry.encode()).hexdigest()[:8]}", entry
-        if not token.strip():
-            raise ConfigError(f"empty API token in {entry!r}; use name=token or a bare token")
-        out[token.strip()] = name.strip()
-    return out
+# -- the audit log -----------------------------------------------------------------------
+def _clean(text: str, limit: int = MAX_AUDITED_CHARS) -> str:
+    """Text any catalog stores: no NUL (PostgreSQL refuses it), valid UTF-8, bounded."""
+    text = text.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Audit:
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+    """Writes one row per request; rows that show no data are aggregated per client."""
 
-    def write(self, request: Request, who: str, status: int, ids: list[Any] | None = None) -> None:
+    def __init__(self, catalog: Catalog, known: dict[str, Principal]) -> None:
+        self.catalog = catalog
+        self.known = known
+        self._open: dict[tuple[str, ...], tuple[int, float]] = {}  # key -> row id, until
+        self._lock = threading.Lock()
+
+    def _secret(self, value: str) -> bool:
+        return len(value) >= 16 and digest(value) in self.known
+
+    def redact_params(self, query: list[tuple[str, str]]) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for key, value in query:
+            if len(params) == MAX_AUDITED_PARAMS:
+                params["..."] = f"{len(query) - MAX_AUDITED_PARAMS} more parameters"
+                break
+            secret = SECRET_PARAM.search(key) or self._secret(value)
+            params[_clean(key, 64)] = REDACTED if secret else _clean(value)
+        return params
+
+    def redact_path(self, path: str) -> str:
+        return "/".join(REDACTED if self._secret(p) else p for p in path.split("/"))
+
+    def write(
+        self,
+        scope: Scope,
+        who: str,
+        status: int,
+        ids: list[Any] | None = None,
+        route: str | None = None,
+    ) -> None:
         ids = ids or []
-        params: dict[str, Any] = dict(request.query_params)
-        params.update({k: str(v) for k, v in request.path_params.items()})
-        with self.catalog.session() as s:
-            s.add(
-                AuditEntry(
-                    who=who,
-                    action=f"{request.method} {request.url.path}"[:200],
-                    params=params,
-                    status=status,
-                    result_count=len(ids),
-                    result_ids=ids[:MAX_AUDITED_IDS],
+        client = _clean(scope["client"][0], 64) if scope.get("client") else None
+        action = _clean(f"{scope['method']} {self.redact_path(scope['path'])}")
+        query = Request(scope).query_params.multi_items()
+        aggregate = status >= 400 or who == "anonymous"
+        key = (str(client), who, str(status), f"{scope['method']} {route or 'unrouted'}")
+        entry = AuditEntry(
+            who=_clean(who),
+            client=client,
+            action=action,
+            params=self.redact_params(query),
+            status=status,
+            result_count=len(ids),
+            result_ids=[_clean(i) if isinstance(i, str) else i for i in ids][:MAX_AUDITED_IDS],
+            request_count=1,
+        )
+        if not aggregate:  # a row of its own: what this analyst was shown
+            with self.catalog.session() as s:
+                s.add(entry)
+            return
+        now = time.monotonic()
+        with self._lock:  # one row per key and window, however many threads answer
+            if len(self._open) > 4096:
+                self._open = {k: v for k, v in self._open.items() if v[1] > now}
+            row_id, until = self._open.get(key, (None, 0.0))
+            if row_id is not None and until > now:
+                with self.catalog.session() as s:
+                    counted = s.execute(
+                        update(AuditEntry)
+                        .where(AuditEntry.id == row_id)
+                        .values(
+                            request_count=AuditEntry.request_count + 1,
+                            last_at=dt.datetime.now(dt.UTC),
+                        )
+                    ).rowcount
+                if counted:
+                    return
+            with self.catalog.session() as s:
+                s.add(entry)
+                s.flush()
+                row_id = entry.id
+            self._open[key] = (row_id, now + AGGREGATE_S)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Guard:
+    """Outermost layer: the Host check, security headers, and the audit row of every request.
+
+    The row is written when the response starts and before it is sent: a request whose
+    row cannot be written gets a 500, never its data.
+    """
+
+    def __init__(self, app: ASGIApp, audit: Audit, check_host: bool, hosts: list[str]) -> None:
+        self.app, self.audit, self.check_host = app, audit, check_host
+        self.hosts = {h.lower() for h in hosts}  # also answered on loopback (a proxy's name)
+
+    def who(self, scope: Scope) -> Principal | None:
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self.audit.known.get(digest(token.strip()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        principal = self.who(scope)
+        started: list[int] = []
+
+        async def audited_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                started.append(status)
+                route = getattr(scope.get("route"), "path", None)
+                await run_in_threadpool(
+                    self.audit.write,
+                    scope,
+                    principal.name if principal else "anonymous",
+                    status,
+                    state.get("audit_ids"),
+                    route or ("/static" if scope["path"].startswith("/static/") else None),
                 )
-            )
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                if scope["path"].startswith("/api/") or scope["path"] == "/openapi.json":
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if self.check_host:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            name = re.sub(r":\d{1,5}$", "", host).lower()
+            if not LOOPBACK_HOST.match(host) and name not in self.hosts:
+                # DNS rebinding: a page of another site reaching this loopback server
+                response = JSONResponse({"detail": "invalid Host header"}, status_code=400)
+                await response(scope, receive, audited_send)
+                return
+        try:
+            await self.app(scope, receive, audited_send)
+        except Exception:
+            if not started:  # the 500 that the server answers is audited too
+                try:
+                    name = principal.name if principal else "anonymous"
+                    await run_in_threadpool(self.audit.write, scope, name, 500)
+                except Exception:
+                    log.exception("could not audit a failed request")
+            raise
+
+
+def _shown(request: Request, ids: list[Any]) -> None:
+    """The ids this response shows, for its audit row."""
+    request.state.audit_ids = ids
 
 
 # -- the app ------------------------------------------------------------------------------
-def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
-    """The analyst app over the catalog of `settings`; tokens add to `settings.api_tokens`."""
-    known = parse_tokens([*settings.api_tokens, *(tokens or [])])
+def create_app(
+    settings: Settings, tokens: list[str] | None = None, host: str | None = None
+) -> FastAPI:
+    """The analyst app over the catalog of `settings`; tokens add to `settings.api_tokens`
+    and `settings.api_tokens_file`. Bound to a loopback `host` (default: serve_host), it
+    answers only requests whose Host header names loopback (no DNS rebinding)."""
+    entries = [*settings.api_tokens, *(tokens or [])]
+    if settings.api_tokens_file is not None:
+        entries += read_tokens_file(Path(settings.api_tokens_file))
+    known = parse_tokens(entries)
     if not known:
         raise ConfigError(
-            "no API tokens: set api_tokens in biofuse.toml, BIOFUSE_API_TOKENS, "
-            "or pass `biofuse serve --token NAME=SECRET`"
+            "no API tokens: pass `biofuse serve --tokens-file FILE` (lines NAME[:ROLE]=TOKEN), "
+            "set BIOFUSE_API_TOKENS or api_tokens in biofuse.toml; "
+            "`biofuse serve --new-token NAME` makes a token"
         )
     catalog = Catalog(settings.catalog_url)
-    audit = Audit(catalog)
+    audit = Audit(catalog, known)
     thumbs = Path(settings.home) / "thumbnails"
     bearer = HTTPBearer(auto_error=False, description="an analyst token from the operator")
     app = FastAPI(
@@ -204,21 +374,27 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
         redoc_url=None,
     )
 
-    def analyst(
-        request: Request,
+    def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
+    ) -> Principal:
         given = credentials.credentials if credentials is not None else ""
-        for token, who in known.items():
-            if hmac.compare_digest(given.encode(), token.encode()):
-                return who
-        audit.write(request, "anonymous", 401)
-        raise HTTPException(401, "missing or unknown token", {"WWW-Authenticate": "Bearer"})
+        found = known.get(digest(given)) if given else None
+        if found is None:
+            raise HTTPException(401, "missing or unknown token", {"WWW-Authenticate": "Bearer"})
+        return found
+
+    def analyst(p: Annotated[Principal, Depends(principal)]) -> str:
+        return p.name
+
+    def admin(p: Annotated[Principal, Depends(principal)]) -> str:
+        if p.role != "admin":
+            raise HTTPException(403, "the audit log is for tokens of the admin role")
+        return p.name
 
     Analyst = Annotated[str, Depends(analyst)]
+    Admin = Annotated[str, Depends(admin)]
 
     def not_found(request: Request, who: str, what: str) -> HTTPException:
-        audit.write(request, who, 404)
         return HTTPException(404, what)
 
     @app.get("/api/videos", response_model=list[VideoOut], responses=ERRORS)
@@ -237,8 +413,8 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
                 .outerjoin(sub, sub.c.video_id == Video.id)
                 .order_by(Video.id)
             )
-            if name:
-                query = query.where(Video.path.contains(name))
+            if name:  # `%` and `_` are literal characters here, not LIKE wildcards
+                query = query.where(Video.path.contains(name, autoescape=True))
             rows = s.execute(query.limit(limit)).all()
         out = [
             VideoOut(
@@ -246,7 +422,7 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             )
             for v, n in rows
         ]
-        audit.write(request, who, 200, [v.id for v in out])
+        _shown(request, [v.id for v in out])
         return out
 
     @app.get("/api/tracks", response_model=list[TrackOut], responses=ERRORS)
@@ -277,7 +453,7 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             ).all()
             top = _latest_results(s, rank=1, keys=[t.key for t, _ in rows])
         out = [_track_out(t, path, top.get(t.key)) for t, path in rows]
-        audit.write(request, who, 200, [t.key for t in out])
+        _shown(request, [t.key for t in out])
         return out
 
     @app.get("/api/tracks/{key}", response_model=TrackDetail, responses=NOT_FOUND)
@@ -319,7 +495,7 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             candidates=candidates,
             decision=_decision(candidates, ranked, run, size, settings) if ranked else None,
         )
-        audit.write(request, who, 200, [c.identity for c in candidates])
+        _shown(request, [c.identity for c in candidates])
         return detail
 
     @app.get(
@@ -347,9 +523,10 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             raise not_found(request, who, f"no track {key!r}")
         try:
             file = thumbnail(thumbs, key, kind, Path(row[1]), row[0])
-        except MediaError as exc:
-            raise not_found(request, who, f"no {kind} thumbnail: {exc}") from exc
-        audit.write(request, who, 200, [key])
+        except MediaError as exc:  # its text names server paths: logged, not answered
+            log.warning("no %s thumbnail of %s: %s", kind, key, exc)
+            raise not_found(request, who, f"no {kind} thumbnail of this track") from exc
+        _shown(request, [key])
         return FileResponse(file, media_type="image/jpeg")
 
     @app.get("/api/identities", response_model=list[IdentityOut], responses=ERRORS)
@@ -373,7 +550,7 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             IdentityOut(name=n, enrollments=e, tracks_named=named.get(n, 0))
             for n, e in sorted(by_name.items())
         ]
-        audit.write(request, who, 200, [i.name for i in out])
+        _shown(request, [i.name for i in out])
         return out
 
     @app.get("/api/gallery", response_model=GalleryOut, responses=ERRORS)
@@ -389,20 +566,20 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             template_counts=m.get("template_counts", {}),
             calibration=m.get("calibration", {}),
         )
-        audit.write(request, who, 200, [out.version] if out.version is not None else [])
+        _shown(request, [out.version] if out.version is not None else [])
         return out
 
-    @app.get("/api/audit", response_model=list[AuditOut], responses=ERRORS)
+    @app.get("/api/audit", response_model=list[AuditOut], responses=ADMIN_ERRORS)
     def audit_log(
         request: Request,
-        who: Analyst,
+        who: Admin,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         analyst_name: Annotated[
             str | None, Query(alias="who", max_length=200, pattern=TEXT)
         ] = None,
     ) -> list[AuditOut]:
-        """The newest audit entries (this request included), optionally of one analyst."""
-        audit.write(request, who, 200)
+        """The newest audit entries (before this request), optionally of one analyst; for
+        tokens of the admin role."""
         with catalog.session() as s:
             query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
             if analyst_name:
@@ -412,11 +589,14 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
             AuditOut(
                 at=r.at.isoformat(),
                 who=r.who,
+                client=r.client,
                 action=r.action,
                 params=r.params,
                 status=r.status,
                 result_count=r.result_count,
                 result_ids=r.result_ids,
+                request_count=r.request_count,
+                last_at=r.last_at.isoformat() if r.last_at else None,
             )
             for r in rows
         ]
@@ -426,6 +606,12 @@ def create_app(settings: Settings, tokens: list[str] | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(
+        Guard,
+        audit=audit,
+        check_host=_is_loopback(host or settings.serve_host),
+        hosts=settings.serve_allowed_hosts,
+    )
     return app
 
 
