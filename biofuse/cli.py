@@ -630,3 +630,46 @@ def gallery_migrate(
         return
     console.print(f"{result['migrated']} {modality} enrollments migrated from {source} to {target}")
     console.print_json(json.dumps(result["map"]))
+
+
+@app.command()
+def explain(
+    key: str = typer.Argument(None, help="A track key (see `biofuse status` or the page)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole sealed record."),
+    out: Path = typer.Option(None, help="Also write the record to this file."),
+    check: Path = typer.Option(
+        None, "--verify", help="Check that a saved record's sha256 still matches its content."
+    ),
+) -> None:
+    """Why a track was named (or not): a self-contained, sha256-sealed decision record."""
+    from biofuse.catalog import Catalog
+    from biofuse.serve.record import decision_record, verify
+
+    if check is not None:
+        try:
+            record = json.loads(check.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            _fail(BiofuseError(f"cannot read the record {check}: {exc}"))
+            return
+        ok = isinstance(record, dict) and verify(record)
+        console.print(f"{check}: " + ("intact" if ok else "ALTERED or not a record"), markup=False)
+        raise typer.Exit(0 if ok else 1)
+    if key is None:
+        _fail(BiofuseError("name a track key, or --verify FILE"))
+    try:
+        settings = load_settings()
+        record = decision_record(Catalog(settings.catalog_url), settings, key)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    text = json.dumps(record, indent=2, ensure_ascii=False)
+    if out is not None:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(out)
+    if as_json:
+        print(text)
+    else:
+        d = record["decision"]
+        console.print(f"{key}: {d['decision']}. Why: {d['why']}", markup=False)
+        console.print(f"record sha256 {record['sha256']}", markup=False)

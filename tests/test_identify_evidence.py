@@ -347,3 +347,55 @@ def test_why_explains_the_stored_decision_after_a_new_enrollment(
     assert now["threshold_llr"] == pytest.approx(np.log(3))
     assert now["why"].endswith("(sum fusion, gallery version 1)")
     world.ctx.catalog.engine.dispose()
+
+
+def test_decision_record_is_self_contained_sealed_and_exported(tmp_path: Path) -> None:
+    """issue 17: `biofuse explain KEY --json` and the page's export give one sealed record."""
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app as cli
+    from biofuse.serve.record import decision_record, verify
+
+    rng = np.random.default_rng(5)
+    world = World(tmp_path / "home")
+    alice = l2_normalise(rng.standard_normal((1, DIM)))[0]
+    world.enroll("alice", {"face": alice, "voice": l2_normalise(rng.standard_normal((1, DIM)))[0]})
+    world.probes({"v1:t0000": {"face": alice}})
+    (d,) = world.identify().values()
+    assert d["decision"] == "alice"
+
+    record = decision_record(world.ctx.catalog, world.ctx.settings, "v1:t0000")
+    assert verify(record) and len(record["sha256"]) == 64
+    assert record["decision"]["decision"] == "alice"
+    assert record["decision"]["threshold_llr"] == pytest.approx(d["threshold_llr"])
+    (top,) = record["candidates"]
+    assert top["identity"] == "alice" and set(top["modalities"]) == {"face"}
+    face = record["models"]["face"]
+    assert face["model_id"] == world.models["face"] and len(face["weights_sha256"]) == 64
+    assert face["weights_sha256"].startswith(face["model_id"].rsplit("-", 1)[1])
+    cal = load_default(world.models["face"])
+    assert record["calibrations"]["face"]["slope"] == pytest.approx(cal.slope)
+    assert "lfw" in record["calibrations"]["face"]["fitted_on"]
+    assert record["probe"]["video"]["content_hash"] == "e" * 64
+    assert record["software"]["biofuse"]
+
+    altered = json.loads(json.dumps(record))
+    altered["decision"]["threshold_llr"] -= 1.0  # a later hand lowering the bar
+    assert not verify(altered)
+
+    saved, tampered = tmp_path / "record.json", tmp_path / "tampered.json"
+    saved.write_text(json.dumps(record))
+    tampered.write_text(json.dumps(altered))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["explain", "--verify", str(saved)]).exit_code == 0
+    bad = runner.invoke(cli, ["explain", "--verify", str(tampered)])
+    assert bad.exit_code == 1 and "ALTERED" in bad.output
+
+    app_settings = load_settings(api_tokens=[f"analyst={TOKEN}"], **world.overrides)
+    client = TestClient(create_app(app_settings), base_url="http://localhost")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    exported = client.get("/api/tracks/v1:t0000/record", headers=auth)
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    assert verify(exported.json()) and exported.json()["candidates"] == record["candidates"]
+    assert client.get("/api/tracks/v1:t9999/record", headers=auth).status_code == 404
+    world.ctx.catalog.engine.dispose()

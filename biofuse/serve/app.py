@@ -462,41 +462,29 @@ def create_app(
     ) -> TrackDetail:
         """One track: its speech, ranked candidates with per-modality evidence, the decision."""
         with catalog.session() as s:
-            row = s.execute(
-                select(Track, Video.path)
-                .join(Video, Video.id == Track.video_id)
-                .where(Track.key == key)
-            ).first()
-            if row is None:
-                raise not_found(request, who, f"no track {key!r}; list them with /api/tracks")
-            t, path = row
-            speech = list(
-                s.scalars(
-                    select(SpeechSegment)
-                    .where(SpeechSegment.track_id == t.id)
-                    .order_by(SpeechSegment.start_s)
-                )
-            )
-            ranked = _latest_results(s, keys=[key]).get(key, [])
-            run = s.get(Run, ranked[0][0].run_id) if ranked else None
-            size = _gallery_size(s)
-        qualities = {
-            "face": t.quality,
-            "voice": max((g.quality or 0.0 for g in speech), default=None),
-        }
-        candidates = [_candidate(r, name, qualities, settings) for r, name in ranked]
-        detail = TrackDetail(
-            **_track_out(t, path, ranked).model_dump(),
-            run_id=run.id if run else None,
-            speech=[
-                SegmentOut(key=g.key, start_s=g.start_s, end_s=g.end_s, quality=g.quality)
-                for g in speech
-            ],
-            candidates=candidates,
-            decision=_decision(candidates, ranked, run, size, settings) if ranked else None,
-        )
-        _shown(request, [c.identity for c in candidates])
+            detail = track_detail(s, key, settings)
+        if detail is None:
+            raise not_found(request, who, f"no track {key!r}; list them with /api/tracks")
+        _shown(request, [c.identity for c in detail.candidates])
         return detail
+
+    @app.get("/api/tracks/{key}/record", responses=NOT_FOUND)
+    def track_record(
+        request: Request, who: Analyst, key: Annotated[str, PathParam(max_length=200, pattern=TEXT)]
+    ) -> JSONResponse:
+        """The sealed decision record of the track's newest decision (the page's export)."""
+        from biofuse.serve.record import decision_record
+
+        try:
+            record = decision_record(catalog, settings, key)
+        except BiofuseError as exc:
+            raise not_found(request, who, str(exc)) from None
+        _shown(request, [c["identity"] for c in record["candidates"]])
+        name = "".join(ch if ch.isalnum() else "_" for ch in key)
+        return JSONResponse(
+            record,
+            headers={"Content-Disposition": f'attachment; filename="decision-{name}.json"'},
+        )
 
     @app.get(
         "/api/tracks/{key}/thumbnail/{kind}",
@@ -616,6 +604,41 @@ def create_app(
 
 
 # -- queries ------------------------------------------------------------------------------
+def track_detail(s: Any, key: str, settings: Settings) -> TrackDetail | None:
+    """One track with its speech, ranked candidates and decision (None: no such track)."""
+    row = s.execute(
+        select(Track, Video.path).join(Video, Video.id == Track.video_id).where(Track.key == key)
+    ).first()
+    if row is None:
+        return None
+    t, path = row
+    speech = list(
+        s.scalars(
+            select(SpeechSegment)
+            .where(SpeechSegment.track_id == t.id)
+            .order_by(SpeechSegment.start_s)
+        )
+    )
+    ranked = _latest_results(s, keys=[key]).get(key, [])
+    run = s.get(Run, ranked[0][0].run_id) if ranked else None
+    size = _gallery_size(s)
+    qualities = {
+        "face": t.quality,
+        "voice": max((g.quality or 0.0 for g in speech), default=None),
+    }
+    candidates = [_candidate(r, name, qualities, settings) for r, name in ranked]
+    return TrackDetail(
+        **_track_out(t, path, ranked).model_dump(),
+        run_id=run.id if run else None,
+        speech=[
+            SegmentOut(key=g.key, start_s=g.start_s, end_s=g.end_s, quality=g.quality)
+            for g in speech
+        ],
+        candidates=candidates,
+        decision=_decision(candidates, ranked, run, size, settings) if ranked else None,
+    )
+
+
 def _latest_results(
     s: Any,
     keys: list[str] | None = None,

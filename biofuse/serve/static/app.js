@@ -102,6 +102,17 @@ async function showThumb(img, key, kind) {
   }
 }
 
+// The sealed record (probe, candidates, models with weight digests, calibration, threshold)
+// as a JSON file; `biofuse explain --verify FILE` checks that it was not altered.
+async function exportRecord(key) {
+  const blob = await (await api(`/api/tracks/${encodeURIComponent(key)}/record`)).blob();
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = `decision-${key.replace(/[^A-Za-z0-9]/g, "_")}.json`;
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
 async function openTrack(key, row) {
   for (const r of $("tracks").tBodies[0].rows) r.classList.toggle("selected", r === row);
   const t = await json(`/api/tracks/${encodeURIComponent(key)}`);
@@ -115,7 +126,12 @@ async function openTrack(key, row) {
     const b = document.createElement("b");
     b.textContent = d.decision;
     b.className = d.decision === "unknown" ? "unknown" : "match";
-    $("decision").append("Decision: ", b, `. Why: ${d.why}. Threshold ${d.threshold_from}.`);
+    $("decision").append("Decision: ", b, `. Why: ${d.why}. Threshold ${d.threshold_from}. `);
+    const save = document.createElement("button");
+    save.id = "export";
+    save.textContent = "Export decision record";
+    save.addEventListener("click", () => exportRecord(key).catch((err) => alert(err.message)));
+    $("decision").append(save);
   } else {
     $("decision").textContent = "No identify run has scored this track yet.";
   }
