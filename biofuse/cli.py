@@ -12,8 +12,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from biofuse.config import load_settings
 from biofuse.errors import BiofuseError
@@ -47,7 +49,7 @@ def main(
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(2)
 
 
@@ -128,9 +130,9 @@ def enroll(
         _fail(exc)
         return
     rows = sum(sum(v.values()) for v in report["files"].values())
-    console.print(f"{name}: {len(report['files'])} files enrolled, {rows} new store rows")
+    console.print(f"{escape(name)}: {len(report['files'])} files enrolled, {rows} new store rows")
     for path, reason in report["errors"].items():
-        console.print(f"  [yellow]skipped[/] {path}: {reason}")
+        console.print(f"  [yellow]skipped[/] {escape(path)}: {escape(reason)}")
     if rows and report["gallery_version"] is not None:
         console.print(
             f"identify uses gallery version {report['gallery_version']}: the new evidence joins "
@@ -171,14 +173,14 @@ def print_decisions(
             )
         style = "green" if d["decision"] != "unknown" else "yellow"
         probe = d["probe"].split(":", 1)[-1]  # the video column already names the video
-        row = [
-            names.get(d["video_id"], "?"),
-            probe,
-            f"[{style}]{d['decision']}[/]",
-            "\n".join(lines) or "no evidence",
+        row = [  # data as Text: a name or path is never read as markup
+            Text(names.get(d["video_id"], "?")),
+            Text(probe),
+            Text(str(d["decision"]), style=style),
+            Text("\n".join(lines) or "no evidence"),
         ]
         if truth is not None:
-            row.append(str(truth.get(names.get(d["video_id"], ""), "?")))
+            row.append(Text(str(truth.get(names.get(d["video_id"], ""), "?"))))
         table.add_row(*row)
     console.print(table)
 
@@ -248,7 +250,7 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
             )
         )
         runs = list(s.scalars(select(Run).order_by(Run.id.desc()).limit(5)))
-    console.print(f"home: {settings.home}")
+    console.print(f"home: {escape(str(settings.home))}")
     console.print(
         "videos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  "
         f"({_duration(seconds)} of video processed), tracks {n_tracks}, identities {n_ids} "
@@ -260,14 +262,14 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         table.add_column("attempts")
         table.add_column("reason", overflow="fold")
         for v in failed:
-            table.add_row(v.path, str(v.attempts), v.error or "")
+            table.add_row(Text(v.path), str(v.attempts), Text(v.error or ""))
         console.print(table)
     if noted:
         table = Table(title="processed with notes")
         table.add_column("path", overflow="fold")
         table.add_column("note", overflow="fold")
         for v in noted:
-            table.add_row(v.path, v.notes or "")
+            table.add_row(Text(v.path), Text(v.notes or ""))
         console.print(table)
     if runs:
         table = Table(title="recent runs")
@@ -276,10 +278,10 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         for r in runs:
             table.add_row(
                 str(r.id),
-                r.kind,
-                r.status,
+                Text(r.kind),
+                Text(r.status),
                 f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-                json.dumps(r.summary),
+                Text(json.dumps(r.summary)),
             )
         console.print(table)
 
@@ -291,7 +293,7 @@ def models_list() -> None:
     from biofuse.registry import Registry
 
     settings = load_settings()
-    table = Table(title=f"models (user files in {settings.models_dir})")
+    table = Table(title=f"models (user files in {escape(str(settings.models_dir))})")
     for column in ("name", "modality", "status", "licence", "provenance"):
         table.add_column(column, overflow="fold")
     for spec, state in Registry(settings.models_dir).status():
@@ -313,10 +315,12 @@ def models_verify(names: list[str] = typer.Argument(None)) -> None:
     for name in targets:
         try:
             resolved = registry.verify(name)
-            console.print(f"[green]ok[/] {name}  {resolved.model_id}  sha256 {resolved.sha256}")
+            console.print(
+                f"[green]ok[/] {escape(name)}  {resolved.model_id}  sha256 {resolved.sha256}"
+            )
         except BiofuseError as exc:
             bad += 1
-            console.print(f"[red]bad[/] {name}: {exc}")
+            console.print(f"[red]bad[/] {escape(name)}: {escape(str(exc))}")
     if bad:
         raise typer.Exit(1)
 
@@ -342,10 +346,10 @@ def models_add(
         _fail(exc)
         return
     record = registry.record(name)
-    console.print(f"added {name} as {resolved.model_id}")
+    console.print(f"added {escape(name)} as {resolved.model_id}")
     for key in ("source_format", "depth", "training_set", "licence", "source_sha256", "sha256"):
         if key in record:
-            console.print(f"  {key}: {record[key]}")
+            console.print(f"  {key}: {escape(str(record[key]))}")
 
 
 # -- sample archive and demo ---------------------------------------------------------------
@@ -360,7 +364,8 @@ def sample_archive(target: Path = typer.Argument(Path("demo-output"))) -> None:
         _fail(exc)
         return
     console.print(
-        f"{len(manifest['probes'])} videos in {target / 'archive'}; truth in manifest.json"
+        f"{len(manifest['probes'])} videos in {escape(str(target / 'archive'))}; "
+        "truth in manifest.json"
     )
 
 
@@ -383,7 +388,8 @@ def demo(
         console.rule("1. sample archive")
         manifest = build_sample_archive(workdir)
         console.print(
-            f"{len(manifest['probes'])} videos in {workdir / 'archive'} ({manifest['how']})"
+            f"{len(manifest['probes'])} videos in {escape(str(workdir / 'archive'))} "
+            f"({manifest['how']})"
         )
         registry = Registry(settings.models_dir)
         for spec, state in registry.status():
@@ -398,7 +404,9 @@ def demo(
             report = enroll_flow(name, files)
             errors = "; ".join(f"{Path(k).name}: {v}" for k, v in report["errors"].items())
             console.print(
-                f"{name}: {len(report['files'])} files" + (f" (skipped {errors})" if errors else "")
+                f"{name}: {len(report['files'])} files"
+                + (f" (skipped {errors})" if errors else ""),
+                markup=False,
             )
         console.rule("4. identify every person seen")
         decisions = identify_flow([])
@@ -428,7 +436,7 @@ def demo(
         + " (gait and body need whole bodies in view, which the sample's pasted faces lack:"
         + " add them with BIOFUSE_MODALITIES=face,voice,gait,body)"
     )
-    console.print("`biofuse --home " + str(settings.home) + " status` shows what failed and why")
+    console.print(f"`biofuse --home {escape(str(settings.home))} status` shows what failed and why")
 
 
 # -- gallery rebuild and analyst access (ops issue) ---------------------------------------------
@@ -453,7 +461,7 @@ def gallery_rebuild(
     else:
         console.print(report_markdown(report), markup=False)
         if report.get("path"):
-            console.print(f"report: {report['path']}/report.md")
+            console.print(f"report: {report['path']}/report.md", markup=False)
 
 
 @app.command()
@@ -532,7 +540,9 @@ def calibrate(
         f"(measured {r['fpir_at_threshold']:.4f} on {r['nonmated_probes']} {r['threshold_from']}); "
         f"DIR rank 1 {r['dir_rank1_at_threshold']:.4f} on {r['mated_probes']} mated probes"
     )
-    console.print(f"written to {path}; identify uses it from now on (fusion_method={method})")
+    console.print(
+        f"written to {path}; identify uses it from now on (fusion_method={method})", markup=False
+    )
 
 
 @app.command()
@@ -550,11 +560,11 @@ def report(
         return
     for name, s in summary.items():
         console.print(
-            f"{name}: EER {s.get('eer', float('nan')):.4f}, "
+            f"{escape(str(name))}: EER {s.get('eer', float('nan')):.4f}, "
             f"TAR@FAR=1e-3 {s.get('tar_at_far_0.001', float('nan')):.4f}, "
             f"rank 1 {s.get('rank1', float('nan')):.4f}"
         )
-    console.print(f"{out}/report.md, {out}/report.html and PNG plots written")
+    console.print(f"{out}/report.md, {out}/report.html and PNG plots written", markup=False)
 
 
 @gallery_app.command("migrate")
@@ -576,5 +586,8 @@ def gallery_migrate(
     except (BiofuseError, ValueError, OSError) as exc:
         _fail(exc)
         return
-    console.print(f"{result['migrated']} {modality} enrollments migrated from {source} to {target}")
+    console.print(
+        f"{result['migrated']} {modality} enrollments migrated from {source} to {target}",
+        markup=False,
+    )
     console.print_json(json.dumps(result["map"]))

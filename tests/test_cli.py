@@ -56,3 +56,29 @@ def test_identify_refuses_an_unknown_track_key(home: Path) -> None:
     result = runner.invoke(app, ["--home", str(home), "identify", "no-such-video:t0001"])
     assert result.exit_code == 2
     assert "neither a file nor a known track key: no-such-video:t0001" in result.output
+
+
+def _failed_video(home: Path, path: str, error: str) -> None:
+    from biofuse.catalog import FAILED, Catalog
+
+    catalog = Catalog(f"sqlite:///{home / 'catalog.sqlite'}")
+    video = catalog.register_video(f"hash-{path}", path, 1)
+    catalog.update_video(video.id, status=FAILED, error=error)
+
+
+def test_status_shows_paths_and_errors_as_text_not_markup(home: Path) -> None:
+    home.mkdir(parents=True)
+    _failed_video(home, "foo[/x]/bad.mp4", "foo[/x]/bad.mp4: not a readable media file")
+    _failed_video(home, "cam[bold red]EVIL.mp4", "[red]boom[/red]")
+    result = runner.invoke(app, ["--home", str(home), "status"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "foo[/x]/bad.mp4" in result.output  # was: MarkupError, a traceback
+    assert "cam[bold red]EVIL.mp4" in result.output  # was: shown as camEVIL.mp4
+    assert "[red]boom[/red]" in result.output
+
+
+def test_error_messages_are_not_read_as_markup(home: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "x[/]" / "missing[bold].jpg"
+    result = runner.invoke(app, ["--home", str(home), "enroll", "Eve [/]", str(photo)])
+    assert result.exit_code == 2, result.output
+    assert "missing[bold].jpg" in result.output
