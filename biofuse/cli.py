@@ -117,22 +117,51 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
 def enroll(
     name: str = typer.Argument(..., help="The identity's name."),
     files: list[Path] = typer.Argument(..., help="Photos, audio recordings or videos of them."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Enroll nothing if any file is bad (default: skip bad files)."
+    ),
 ) -> None:
     """Add an identity's evidence to the gallery."""
+    import uuid
+
+    from flows.actors import ensure_ray
+    from flows.gallery import ENROLL_PROGRESS, check_enrollment_files
     from flows.gallery import enroll as enroll_flow
 
-    missing = [str(f) for f in files if not f.exists()]
+    missing = [str(f) for f in files if not f.exists() and not f.is_symlink()]
     if missing:
         _fail(BiofuseError(f"no such file: {', '.join(missing)}"))
     try:
-        report = enroll_flow(name, [str(f) for f in files])
+        settings = load_settings()
+        # every file is checked (headers, a photo's one frame) before the first is enrolled
+        good, bad = check_enrollment_files([str(f) for f in files])
+        for path, reason in bad.items():
+            verb = "[red]bad[/]" if strict else "[yellow]skipped[/]"
+            console.print(f"  {verb} {escape(path)}: {escape(reason)}")
+        if bad and strict:
+            raise BiofuseError(f"{len(bad)} of {len(files)} files cannot be enrolled (--strict)")
+        if not good:
+            console.print(f"{escape(name)}: nothing enrolled (no usable file)")
+            raise typer.Exit(1)
+        ensure_ray(settings)  # in the main thread: Ray installs signal handlers
+        key = uuid.uuid4().hex
+        report = _with_progress(
+            "files",
+            len(good),
+            lambda: enroll_flow(name, good, progress_key=key),
+            lambda: ENROLL_PROGRESS.get(key, 0),
+        )
+        ENROLL_PROGRESS.pop(key, None)
     except BiofuseError as exc:
         _fail(exc)
         return
     rows = sum(sum(v.values()) for v in report["files"].values())
     console.print(f"{escape(name)}: {len(report['files'])} files enrolled, {rows} new store rows")
     for path, reason in report["errors"].items():
-        console.print(f"  [yellow]skipped[/] {escape(path)}: {escape(reason)}")
+        if path not in bad:
+            console.print(f"  [yellow]skipped[/] {escape(path)}: {escape(reason)}")
+    if not report["files"]:
+        raise typer.Exit(1)
     if rows and report["gallery_version"] is not None:
         console.print(
             f"identify uses gallery version {report['gallery_version']}: the new evidence joins "

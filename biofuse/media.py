@@ -58,6 +58,13 @@ def content_hash(path: Path, chunk: int = 4 << 20) -> str:
     return digest.hexdigest()
 
 
+def _why(exc: BaseException) -> str:
+    """A decoder error in words: FFmpeg's message without its errno number or the C call."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc)
+
+
 def _open(path: Path) -> av.container.InputContainer:
     path = Path(path)
     if not path.exists():
@@ -67,7 +74,7 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise MediaError(f"{path}: not a readable media file ({exc})") from exc
+        raise MediaError(f"{path}: not a readable media file ({_why(exc)})") from exc
 
 
 def probe(path: Path) -> MediaInfo:
@@ -124,9 +131,9 @@ def iter_frames(path: Path, fps: float | None = None) -> Iterator[Frame]:
                 yield Frame(index, time_s, frame.to_ndarray(format="rgb24"))
         except av.FFmpegError as exc:
             if index < 0:
-                raise MediaError(f"{path}: no decodable video frames ({exc})") from exc
+                raise MediaError(f"{path}: no decodable video frames ({_why(exc)})") from exc
             raise DecodeInterrupted(
-                f"{path}: decoding stopped at {last_time:.1f} s ({exc})", last_time
+                f"{path}: decoding stopped at {last_time:.1f} s ({_why(exc)})", last_time
             ) from exc
         if index < 0:
             raise MediaError(f"{path}: the video stream has no frames")
@@ -148,10 +155,10 @@ def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.FFmpegError as exc:
             if not chunks:
-                raise MediaError(f"{path}: no decodable audio ({exc})") from exc
+                raise MediaError(f"{path}: no decodable audio ({_why(exc)})") from exc
             decoded = sum(len(c) for c in chunks) / sample_rate
             raise DecodeInterrupted(
-                f"{path}: audio decoding stopped at {decoded:.1f} s ({exc})", decoded
+                f"{path}: audio decoding stopped at {decoded:.1f} s ({_why(exc)})", decoded
             ) from exc
     if not chunks:
         return np.zeros(0, np.float32)
@@ -163,6 +170,9 @@ def read_image(path: Path) -> np.ndarray:
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: not an image")
-        for frame in container.decode(video=0):
-            return frame.to_ndarray(format="rgb24")
+        try:
+            for frame in container.decode(video=0):
+                return frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:  # a text file named .jpg opens, then fails to decode
+            raise MediaError(f"{path}: not a decodable image ({_why(exc)})") from exc
     raise MediaError(f"{path}: the image has no decodable frame")

@@ -82,3 +82,66 @@ def test_error_messages_are_not_read_as_markup(home: Path, tmp_path: Path) -> No
     result = runner.invoke(app, ["--home", str(home), "enroll", "Eve [/]", str(photo)])
     assert result.exit_code == 2, result.output
     assert "missing[bold].jpg" in result.output
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> list[Path]:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture, a text file named .jpg\n")
+    folder = tmp_path / "holiday.mp4"
+    folder.mkdir()
+    return [text, folder]
+
+
+def _identities(home: Path) -> list[str]:
+    from sqlalchemy import select
+
+    from biofuse.catalog import Catalog, Identity
+
+    if not (home / "catalog.sqlite").exists():
+        return []
+    with Catalog(f"sqlite:///{home / 'catalog.sqlite'}").session() as s:
+        return list(s.scalars(select(Identity.name)))
+
+
+def test_enroll_with_no_usable_file_enrolls_nothing_and_fails(
+    home: Path, bad_inputs: list[Path]
+) -> None:
+    args = ["--home", str(home), "enroll", "Eve", *map(str, bad_inputs)]
+    result = runner.invoke(app, args, terminal_width=250)
+    assert result.exit_code == 1, result.output  # was: a traceback (text .jpg, or a folder)
+    assert "notes.jpg: not a decodable image (Invalid data found" in result.output
+    assert "holiday.mp4: a folder" in result.output
+    assert "nothing enrolled" in result.output and "Errno" not in result.output
+    assert _identities(home) == []
+
+
+def test_enroll_strict_refuses_the_whole_call_before_enrolling(
+    home: Path, bad_inputs: list[Path], shared_data: Path
+) -> None:
+    photo = sorted((shared_data / "lfw-dev/images/Tony_Blair").glob("*.jpg"))[0]
+    args = ["--home", str(home), "enroll", "--strict", "Tony", str(photo), *map(str, bad_inputs)]
+    result = runner.invoke(app, args, terminal_width=250)
+    assert result.exit_code == 2, result.output
+    assert "2 of 3 files cannot be enrolled (--strict)" in result.output
+    assert _identities(home) == []
+
+
+@pytest.mark.slow
+def test_enroll_skips_bad_files_and_prints_a_markup_name_as_text(
+    home: Path, bad_inputs: list[Path], shared_data: Path
+) -> None:
+    import ray
+
+    photo = sorted((shared_data / "lfw-dev/images/Tony_Blair").glob("*.jpg"))[0]
+    args = ["--home", str(home), "enroll", "Eve [/]", *map(str, bad_inputs), str(photo)]
+    try:
+        result = runner.invoke(app, args, terminal_width=250)
+    finally:
+        ray.shutdown()
+    # was: `Eve [/]` committed, then MarkupError; the bad files crashed with a traceback
+    assert result.exit_code == 0, result.output
+    assert "Eve [/]: 1 files enrolled, 1 new store rows" in result.output
+    assert "skipped" in result.output and "holiday.mp4: a folder" in result.output
+    assert "files" in result.output and "1/1" in result.output  # the progress bar
+    assert _identities(home) == ["Eve [/]"]
