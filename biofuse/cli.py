@@ -46,10 +46,14 @@ def main(
     if config is not None:
         os.environ["BIOFUSE_CONFIG"] = str(config)
     _quiet_services()
+    try:  # the file, the environment and the model names, before any command starts a service
+        load_settings()
+    except BiofuseError as exc:
+        _fail(exc)
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line
     raise typer.Exit(2)
 
 

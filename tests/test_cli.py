@@ -145,3 +145,43 @@ def test_enroll_skips_bad_files_and_prints_a_markup_name_as_text(
     assert "skipped" in result.output and "holiday.mp4: a folder" in result.output
     assert "files" in result.output and "1/1" in result.output  # the progress bar
     assert _identities(home) == ["Eve [/]"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("face_fps = \n", "cannot read config file"),
+        ("face_fsp = 3\n", "unknown setting 'face_fsp'"),
+        ('face_fps = "fast"\n', "face_fps (BIOFUSE_FACE_FPS): Input should be a valid number"),
+    ],
+)
+@pytest.mark.parametrize("command", [["status"], ["models", "list"]])
+def test_config_errors_are_one_line_not_a_traceback(
+    home: Path,
+    tmp_path: Path,
+    toml: str,
+    message: str,
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "biofuse.toml"
+    config.write_text(toml)
+    monkeypatch.setenv("BIOFUSE_CONFIG", str(config))  # --config sets it: put it back afterwards
+    result = runner.invoke(app, ["--home", str(home), "--config", str(config), *command])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert result.output.startswith("error:") and result.output.count("\n") == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_model_name_typo_is_refused_before_ray_starts(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    (tmp_path / "archive").mkdir()
+    monkeypatch.setenv("BIOFUSE_VOICE_MODEL", "resemblyzer-ge2f")
+    result = runner.invoke(app, ["--home", str(home), "process", str(tmp_path / "archive")])
+    assert result.exit_code == 2, result.output
+    assert "voice_model 'resemblyzer-ge2f' is not a voice model" in result.output
+    assert not ray.is_initialized()
