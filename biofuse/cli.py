@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from biofuse.config import load_settings
-from biofuse.errors import BiofuseError
+from biofuse.errors import BiofuseError, without_path
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Model weights: list, verify, add.", no_args_is_help=True)
@@ -32,6 +32,10 @@ def _quiet_services() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # no usage statistics or telemetry, and no notice about them on every run
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
+    os.environ.setdefault("PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS", "false")
     # Prefect's local API gets 20 s to start by default: too little on a loaded 2-core host
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
@@ -57,8 +61,12 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
-    """Run `work()` in a thread while a progress bar polls `done_count()` (from the catalog)."""
+def _with_progress(label: str, total: int, work: Any, done_count: Any, final: Any = None) -> Any:
+    """Run `work()` in a thread while a progress bar polls `done_count()` (from the catalog).
+
+    `final(result)` gives the bar's last (completed, total) where the work counts its units
+    otherwise than `total` did (duplicate files are one video).
+    """
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -75,7 +83,10 @@ def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
         while thread.is_alive():
             progress.update(bar, completed=min(total, done_count()))
             thread.join(0.5)
-        progress.update(bar, completed=min(total, done_count()))
+        if "error" not in box and final is not None:
+            completed, total = final(box["result"])
+            progress.update(bar, total=total)
+        progress.update(bar, completed=min(total, done_count() if final is None else completed))
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -85,13 +96,26 @@ def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
 @app.command()
 def process(archive: Path = typer.Argument(..., help="A folder of videos (or one video).")) -> None:
     """Find the people in every video of an archive and store their evidence."""
+    from biofuse import media
+
+    try:
+        paths, ignored = media.scan_videos(archive)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    for path, reason in ignored.items():
+        console.print(f"  [yellow]skipped[/] {escape(path)}: {escape(reason)}")
+    total = len(paths)
+    if not total:  # said at once, before Ray and Prefect start
+        console.print(f"no video files in {escape(str(archive))}: processed 0 of 0 videos")
+        return
+
     from flows.actors import ensure_ray
-    from flows.archive import list_archive, run_process_archive
+    from flows.archive import run_process_archive
     from flows.context import Context
 
     try:
         ctx = Context.open()
-        total = len(list_archive(archive))
         ensure_ray(ctx.settings)  # in the main thread: Ray installs signal handlers
         before = ctx.catalog.video_counts()
         settled = before.get("done", 0) + before.get("failed", 0)
@@ -102,7 +126,11 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
 
         started = time.perf_counter()
         summary = _with_progress(
-            "videos", total, lambda: run_process_archive(str(archive)), finished
+            "videos",
+            total,
+            lambda: run_process_archive(str(archive)),
+            finished,
+            lambda s: (s["videos"], s["videos"]),
         )
     except BiofuseError as exc:
         _fail(exc)
@@ -112,6 +140,9 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
         f"processed {summary['processed']}, failed {summary['failed']}, already done "
         f"{summary['skipped']} of {summary['videos']} videos in {elapsed:.1f} s"
     )
+    if total > summary["videos"]:
+        copies = total - summary["videos"]
+        console.print(f"{copies} of the {total} files repeat another file's content (one video)")
     if summary["failed"]:
         console.print("see `biofuse status` for the reasons")
 
@@ -295,7 +326,8 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         table.add_column("attempts")
         table.add_column("reason", overflow="fold")
         for v in failed:
-            table.add_row(Text(v.path), str(v.attempts), Text(v.error or ""))
+            reason = without_path(v.path, v.error or "")  # the path column names the file
+            table.add_row(Text(v.path), str(v.attempts), Text(reason))
         console.print(table)
     if noted:
         table = Table(title="processed with notes")
@@ -545,11 +577,17 @@ def calibrate(
     ),
 ) -> None:
     """Fit calibration, fusion and the open-set threshold on your labelled scores."""
+    from typing import get_args
+
+    from biofuse.config import Settings
     from fusion.operator import calibrate_files
     from fusion.report import labelled_tables, read_rows
 
     settings = load_settings()
     method = method or settings.fusion_method
+    methods = get_args(Settings.model_fields["fusion_method"].annotation)
+    if method not in methods:
+        _fail(BiofuseError(f"unknown fusion method {method!r}: use one of {', '.join(methods)}"))
     try:
         modalities = sorted({r.modality for p in scores for r in read_rows(p)})
         labelled_tables([r for p in scores for r in read_rows(p)])  # fail early on bad labels

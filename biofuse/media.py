@@ -49,6 +49,33 @@ class DecodeInterrupted(MediaError):
         self.decoded_s = decoded_s
 
 
+def scan_videos(root: Path) -> tuple[list[Path], dict[str, str]]:
+    """The files under `root` named like videos, in a stable order, and the entries so named
+    that are no file to decode (a broken symbolic link, a FIFO, a folder), each with why.
+
+    Files with other suffixes are not videos and are not reported. A FIFO is never opened.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root], {}
+    if not root.is_dir():
+        raise MediaError(f"{root}: no such file or folder")
+    videos: list[Path] = []
+    skipped: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        if p.is_file():
+            videos.append(p)
+        elif p.is_symlink() and not p.exists():
+            skipped[str(p)] = "a broken symbolic link"
+        elif p.is_dir():
+            skipped[str(p)] = "a folder, not a video file"
+        else:
+            skipped[str(p)] = "not a regular file (a FIFO, socket or device)"
+    return videos, skipped
+
+
 def content_hash(path: Path, chunk: int = 4 << 20) -> str:
     """sha256 of the bytes: a video's identity in the catalog, whatever its name."""
     digest = hashlib.sha256()

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from biofuse import media
 from biofuse.catalog import DONE, Enrollment, Identity, Result, SpeechSegment, Track, Video
-from biofuse.errors import GalleryError, MediaError
+from biofuse.errors import GalleryError, MediaError, without_path
 from biofuse.store import StoredRows
 from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
@@ -74,11 +74,6 @@ def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
     if not rows:
         raise MediaError(f"{path}: neither a face track nor speech found to enroll")
     return rows
-
-
-def without_path(path: str | Path, message: str) -> str:
-    """An error's reason without the path it starts with (the report already names the file)."""
-    return message.removeprefix(f"{path}: ")
 
 
 def check_enrollment_file(path: Path) -> None:

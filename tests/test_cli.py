@@ -113,6 +113,7 @@ def test_enroll_with_no_usable_file_enrolls_nothing_and_fails(
     assert "notes.jpg: not a decodable image (Invalid data found" in result.output
     assert "holiday.mp4: a folder" in result.output
     assert "nothing enrolled" in result.output and "Errno" not in result.output
+    assert result.output.count("notes.jpg") == 1  # was: "skipped X: X: ..."
     assert _identities(home) == []
 
 
@@ -185,3 +186,69 @@ def test_a_model_name_typo_is_refused_before_ray_starts(
     assert result.exit_code == 2, result.output
     assert "voice_model 'resemblyzer-ge2f' is not a voice model" in result.output
     assert not ray.is_initialized()
+
+
+def test_process_of_an_empty_folder_answers_at_once_and_names_what_it_skipped(
+    home: Path, tmp_path: Path
+) -> None:
+    import os
+    import time
+
+    import ray
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "gone.mp4").symlink_to(tmp_path / "absent.mp4")
+    os.mkfifo(archive / "pipe.mp4")
+    (archive / "folder.mkv").mkdir()
+    started = time.perf_counter()
+    result = runner.invoke(app, ["--home", str(home), "process", str(archive)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert time.perf_counter() - started < 10  # was: 32 s, Ray and Prefect started first
+    assert "processed 0 of 0 videos" in result.output and not ray.is_initialized()
+    assert "gone.mp4: a broken symbolic link" in result.output  # was: skipped silently
+    assert "pipe.mp4: not a regular file" in result.output
+    assert "folder.mkv: a folder" in result.output
+
+
+def test_calibrate_with_an_unknown_method_lists_the_methods(home: Path, tmp_path: Path) -> None:
+    scores = tmp_path / "s.csv"
+    scores.write_text("probe,identity,modality,score,label\n")
+    result = runner.invoke(
+        app, ["--home", str(home), "calibrate", str(scores), "--method", "nosuch"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "unknown fusion method 'nosuch': use one of sum, mean, max, weighted" in result.output
+    assert "learned fusion" not in result.output
+
+
+def test_report_of_a_binary_file_names_the_file(home: Path, tmp_path: Path) -> None:
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42\xff\xfe\xfa" * 100)
+    result = runner.invoke(app, ["--home", str(home), "report", str(video)], terminal_width=250)
+    assert result.exit_code == 2, result.output
+    assert f"{video}: not a score file (binary data, not UTF-8 text)" in result.output
+
+
+def test_python_dash_m_biofuse_is_the_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "biofuse", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "enroll" in done.stdout and "process" in done.stdout
+
+
+def test_commands_turn_ray_and_prefect_telemetry_off(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    for name in ("RAY_USAGE_STATS_ENABLED", "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY"):
+        monkeypatch.delenv(name, raising=False)
+    assert runner.invoke(app, ["--home", str(home), "status"]).exit_code == 0
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert os.environ["PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY"] == "false"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
