@@ -51,9 +51,14 @@ def main(
         os.environ["BIOFUSE_CONFIG"] = str(config)
     _quiet_services()
     try:  # the file, the environment and the model names, before any command starts a service
-        load_settings()
+        settings = load_settings()
     except BiofuseError as exc:
         _fail(exc)
+        return
+    # Prefect's database and result storage hold flow parameters (identity names, paths) and
+    # errors: under the biofuse home, not ~/.prefect (set before anything imports prefect)
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
 
 
 def _fail(exc: Exception) -> None:
@@ -505,7 +510,9 @@ def demo(
 
 
 # -- gallery rebuild and analyst access (ops issue) ---------------------------------------------
-gallery_app = typer.Typer(help="The versioned gallery: rebuild it.", no_args_is_help=True)
+gallery_app = typer.Typer(
+    help="The versioned gallery: rebuild it, forget an identity.", no_args_is_help=True
+)
 app.add_typer(gallery_app, name="gallery")
 
 
@@ -527,6 +534,30 @@ def gallery_rebuild(
         console.print(report_markdown(report), markup=False)
         if report.get("path"):
             console.print(f"report: {report['path']}/report.md", markup=False)
+
+
+@gallery_app.command("forget")
+def gallery_forget(
+    name: str = typer.Argument(..., help="The identity to erase."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
+) -> None:
+    """Erase one identity everywhere: catalog rows, store rows, gallery versions, thumbnails."""
+    if not yes:
+        _fail(BiofuseError(f"erasing {name!r} cannot be undone: add --yes to confirm"))
+    from flows.context import Context
+    from flows.forget import forget_identity
+
+    try:
+        report = forget_identity(Context.open(), name)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"forgot {escape(name)}: {report['enrollments']} enrollment rows, {report['store_rows']} "
+        f"store rows, {report['results']} identify results, {report['gallery_versions']} "
+        f"gallery versions rewritten, {report['thumbnails']} thumbnails, "
+        f"{report['prefect_runs']} Prefect enroll runs"
+    )
 
 
 @app.command()

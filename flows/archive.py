@@ -236,7 +236,7 @@ def process_archive(
     paths, ignored = media.scan_videos(Path(local.removeprefix("file://")))
     for path, reason in ignored.items():
         logger.warning("skipped %s: %s", path, reason)
-    video_ids = register_videos(ctx, paths)
+    video_ids = list(dict.fromkeys(register_videos(ctx, paths)))  # the same bytes twice: one
     pending = [v for v in video_ids if ctx.catalog.video(v).status != DONE]
     logger.info("%d videos, %d to process", len(video_ids), len(pending))
     for kind in pipeline_kinds(ctx.settings):  # load models once, before videos race for them
