@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -40,6 +41,18 @@ def _quiet_services() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+_PREFECT_HOME_SET_HERE: list[str] = []  # PREFECT_HOME values this module chose (not the user)
+
+
+def _prefect_home(home: Path) -> None:
+    """Prefect's database and result storage under the biofuse home (before prefect loads)."""
+    prefect_home = Path(home) / "prefect"
+    with contextlib.suppress(OSError):  # Prefect makes only the last folder of the path
+        prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(prefect_home)
+    _PREFECT_HOME_SET_HERE.append(str(prefect_home))
+
+
 @app.callback()
 def main(
     home: Path | None = typer.Option(None, help="Where the catalog, store and models live."),
@@ -57,7 +70,8 @@ def main(
         return
     # Prefect's database and result storage hold flow parameters (identity names, paths) and
     # errors: under the biofuse home, not ~/.prefect (set before anything imports prefect)
-    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    if os.environ.get("PREFECT_HOME", "") in ["", *_PREFECT_HOME_SET_HERE]:
+        _prefect_home(settings.home)
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
 
 
@@ -444,6 +458,11 @@ def demo(
     workdir: Path = typer.Option(Path("demo-output"), help="Where the demo writes everything."),
 ) -> None:
     """The main job on the sample archive: generate, process, enroll, identify, summarise."""
+    os.environ.setdefault("BIOFUSE_HOME", str(workdir.resolve() / "home"))
+    settings = load_settings()
+    if os.environ.get("PREFECT_HOME") in _PREFECT_HOME_SET_HERE:  # follow the demo's home
+        _prefect_home(settings.home)
+
     from sqlalchemy import func, select
 
     from biofuse.catalog import Catalog, Video
@@ -452,8 +471,6 @@ def demo(
     from flows.gallery import enroll as enroll_flow
     from flows.gallery import identify as identify_flow
 
-    os.environ.setdefault("BIOFUSE_HOME", str(workdir.resolve() / "home"))
-    settings = load_settings()
     try:
         console.rule("1. sample archive")
         manifest = build_sample_archive(workdir)

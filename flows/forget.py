@@ -9,9 +9,11 @@ Prefect `enroll` runs that named it (Prefect's database under `{home}/prefect`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +87,21 @@ def _forget_prefect_runs(name: str) -> int:
                 limit=200,
             )
             if not runs:
-                return deleted
+                break
             mine = [r for r in runs if (r.parameters or {}).get("identity") == name]
             for run in mine:
                 client.delete_flow_run(run.id)
             deleted += len(mine)
             offset += len(runs) - len(mine)
+            if len(runs) < 200:
+                break
+    database = Path(settings.home) / "prefect.db"
+    if deleted and not settings.api.url and database.is_file():
+        # the local server's SQLite keeps deleted rows in free pages until vacuumed
+        with contextlib.closing(sqlite3.connect(database, timeout=60)) as db:
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return deleted
 
 
 def forget_identity(ctx: Context, name: str, prefect: bool = True) -> dict[str, int]:

@@ -252,3 +252,18 @@ def test_commands_turn_ray_and_prefect_telemetry_off(
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
     assert os.environ["PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY"] == "false"
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_prefect_home_defaults_to_the_biofuse_home(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("PREFECT_HOME")  # conftest's; put back afterwards
+    assert runner.invoke(app, ["--home", str(home), "status"]).exit_code == 0
+    assert os.environ["PREFECT_HOME"] == str(home / "prefect")  # was: ~/.prefect
+    assert (home / "prefect").is_dir()  # Prefect itself makes only the last folder
+    assert os.environ["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "false"
+    monkeypatch.setenv("PREFECT_HOME", str(home / "elsewhere"))  # the operator's choice stands
+    assert runner.invoke(app, ["--home", str(home), "status"]).exit_code == 0
+    assert os.environ["PREFECT_HOME"] == str(home / "elsewhere")

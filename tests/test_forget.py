@@ -157,13 +157,16 @@ def test_prefect_keeps_its_records_under_the_biofuse_home_and_forget_clears_them
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr
 
+    photo = _photos(shared_data, "Tony_Blair", 1)[0]  # first, into a home not yet made
+    assert "Tony_Blair: 1 files enrolled" in biofuse("enroll", "Tony_Blair", str(photo))
     out = biofuse("process", str(archive))
     assert "1/1" in out and "1/2" not in out  # was: the bar ended at 1/2
     assert "1 of the 2 files repeat another file's content" in out
     assert "usage stats" not in out.lower()
-    photo = _photos(shared_data, "Tony_Blair", 1)[0]
-    assert "Tony_Blair: 1 files enrolled" in biofuse("enroll", "Tony_Blair", str(photo))
     assert (home / "prefect" / "prefect.db").is_file()
     assert not (user / ".prefect").exists()  # was: names and paths in ~/.prefect
+    assert _home_files_naming(home / "prefect", "Tony_Blair")  # the enroll run's parameters
     out = biofuse("gallery", "forget", "Tony_Blair", "--yes")
     assert "1 Prefect enroll runs" in out
+    assert _home_files_naming(home, "Tony_Blair") == []  # Prefect's database vacuumed too
+    assert _home_files_naming(user, "Tony_Blair") == []
