@@ -52,10 +52,10 @@ class Settings(BaseModel):
     max_parallel_videos: int = Field(2, ge=1)
     task_retries: int = Field(2, ge=0)
 
-    # dlib-resnet ships offline; adaface-* need `biofuse models add adaface-irN FILE.ckpt`.
-    face_model: Literal["dlib-resnet", "adaface-ir18", "adaface-ir50", "adaface-ir101"] = (
-        "dlib-resnet"
-    )
+    # Model names are registry names (biofuse/registry.py, `biofuse models list`), checked at
+    # start by `check_model_names`. dlib-resnet ships offline; adaface-* need
+    # `biofuse models add adaface-irN FILE.ckpt`.
+    face_model: str = "dlib-resnet"
     voice_model: str = "resemblyzer-ge2e"
     # gait-compact-casiab and gei-pca-lda-casiab ship offline (trained by us on CASIA-B; the
     # compact CNN wins the standard protocol, benchmarks/results/gait_casiab.md);
@@ -87,9 +87,10 @@ class Settings(BaseModel):
     # who spoke when inside a video: one voice probe per speaker instead of one per turn
     diarize: bool = True
     diarize_method: Literal["agglomerative", "spectral"] = "agglomerative"
-    # cosine distance at which agglomerative clustering stops; tuned for resemblyzer-ge2e on
-    # AMI (benchmarks/voice_ami.py), another voice model needs its own value
-    diarize_threshold: float = Field(0.35, gt=0, lt=2)
+    # cosine distance at which agglomerative clustering stops; unset: the voice model's own
+    # (its registry declaration's `settings["diarize_threshold"]`, e.g. resemblyzer-ge2e's 0.35
+    # tuned on AMI by benchmarks/voice_ami.py)
+    diarize_threshold: float | None = Field(None, gt=0, lt=2)
 
     top_k: int = Field(5, ge=1)
     prior_in_gallery: float = Field(0.5, gt=0, lt=1)  # sets the open-set threshold
@@ -117,6 +118,9 @@ class Settings(BaseModel):
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # a file of such entries, one a line, unreadable by others (`biofuse serve --tokens-file`)
     api_tokens_file: Path | None = None
+    # Python modules imported at start and in every model actor; each registers its models
+    # with `biofuse.registry.register(ModelSpec(...))`. Trusted code, like any installed package.
+    plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8765, ge=1, le=65535)
     # Host names answered besides localhost/127.0.0.1/[::1] when bound to loopback (the name
@@ -133,7 +137,7 @@ class Settings(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
-    @field_validator("modalities", "api_tokens", "serve_allowed_hosts", mode="before")
+    @field_validator("modalities", "api_tokens", "serve_allowed_hosts", "plugins", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):  # from the environment: "face,voice"
@@ -216,8 +220,15 @@ def _one_line(exc: ValidationError, path: Path | None) -> str:
 
 def check_model_names(settings: Settings) -> None:
     """Every configured model name is a registry model of its modality (before anything starts)."""
+    import importlib
+
     from biofuse.registry import SPECS
 
+    for module in settings.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"invalid configuration: plugin {module!r}: {exc}") from None
     for modality in ("face", "voice", "gait", "body"):
         name = getattr(settings, f"{modality}_model")
         spec = SPECS.get(name)

@@ -24,26 +24,110 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
 from biofuse.errors import ModelMissingError
 
 
-@dataclass(frozen=True)
+# How a model's rows are compared (fusion/scores.py implements each):
+#   cosine          unit rows, cosine to the renormalised template
+#   mean-cosine     unit rows, mean cosine to the identity's enrolled rows (template unnormalised)
+#   gait-euclidean  [channels, parts] rows, minus the part-averaged Euclidean distance (OpenGait)
+METRICS = ("cosine", "mean-cosine", "gait-euclidean")
+# What a model's `embed` takes, per modality (the pipeline prepares exactly this):
+INPUTS: dict[str, tuple[str, ...]] = {
+    "face": ("dlib-chip", "aligned-112"),  # dlib's 150-px 5-point chip | ArcFace 112-px template
+    "voice": ("audio-segment",),  # 16 kHz AudioSegment turns
+    "gait": ("silhouette-sequence",),  # OpenGait-pretreated 64x64 SilhouetteSequence
+    "body": ("pose-sequence", "person-crops"),  # PoseSequence keypoints | PersonCrops pixels
+}
+# A calibration that is not fitted: the bounded guess `fusion.calibration.UNFITTED_GUESS`. A
+# model must say it uses it (calibration=UNFITTED), it is never a silent default.
+UNFITTED = "unfitted"
+
+
+class DeclarationError(ValueError):
+    """A model declaration that cannot be used (missing metric, calibration, builder...)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
+    """Everything biofuse knows about one model, in one place (issue 13, item 1).
+
+    The pipeline, the actors, the scorer, the track aggregation and the calibration all read
+    this declaration; none of them switches on model names.
+    """
+
     name: str
     modality: str  # face | voice | gait | body
     files: dict[str, str]  # role -> file name (inside `package` for packaged models)
     licence: str
     provenance: str
     description: str
+    # `module:callable` called as callable(resolved: ResolvedModel, settings: Settings) and
+    # returning an Extractor (`modalities/base.py`: model_id, dim, prepare, embed)
+    builder: str
+    input: str  # one of INPUTS[modality]
+    dim: int  # length of each row it returns
+    metric: str  # one of METRICS
+    # key of fusion/default_calibration.json, UNFITTED, or an inline map
+    # {"slope", "offset", "max_abs_llr", "fitted_on"} (a user model fitted elsewhere)
+    calibration: str | dict[str, Any]
+    # cosine above which two rows are probably one person: a track's intruder frames are
+    # rejected below it (face models); None where the modality does not aggregate by it
+    same_person_cos: float | None
+    # the model's own settings (e.g. the diarization threshold its cosine scale needs);
+    # `Settings` fields of the same name override them when set
+    settings: dict[str, float] = field(default_factory=dict)
+    # `Settings` fields that change this model's rows: actors with other values are others
+    output_settings: tuple[str, ...] = ()
     package: str | None = None  # importable package that ships the files
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # "converter": module:function
     # Packaged models: the sha256 of the shipped files (combined_sha256 of the per-file
     # digests in role order), checked by `verify` and `resolve`; user-added models are checked
     # against what `add` recorded instead.
     sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.modality not in INPUTS:
+            problems.append(f"modality {self.modality!r} is not one of {', '.join(INPUTS)}")
+        elif self.input not in INPUTS[self.modality]:
+            problems.append(
+                f"input {self.input!r} is not one of {', '.join(INPUTS[self.modality])}"
+            )
+        if self.metric not in METRICS:
+            problems.append(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
+        if not self.calibration:
+            problems.append(
+                "no calibration (name a fusion/default_calibration.json entry, give "
+                f"{{slope, offset, max_abs_llr, fitted_on}}, or say {UNFITTED!r})"
+            )
+        elif isinstance(self.calibration, dict):
+            missing = {"slope", "offset", "fitted_on"} - set(self.calibration)
+            if missing:
+                problems.append(f"inline calibration lacks {', '.join(sorted(missing))}")
+        module, _, attr = self.builder.partition(":")
+        if not module or not attr:
+            problems.append(f"builder {self.builder!r} is not 'module:callable'")
+        if not isinstance(self.dim, int) or self.dim < 1:
+            problems.append(f"dim {self.dim!r} is not a positive integer")
+        cos = self.same_person_cos
+        if self.modality == "face" and (cos is None or not -1.0 < cos < 1.0):
+            problems.append("a face model needs same_person_cos in (-1, 1) for track outliers")
+        if problems:
+            raise DeclarationError(f"model {self.name!r}: " + "; ".join(problems))
+
+    def setting(self, name: str, settings: Any = None) -> Any:
+        """The model's own value of `name`, unless `settings` sets it (not None)."""
+        value = getattr(settings, name, None) if settings is not None else None
+        if value is not None:
+            return value
+        if name not in self.settings:
+            raise DeclarationError(f"model {self.name!r} declares no setting {name!r}")
+        return self.settings[name]
 
 
 @dataclass(frozen=True)
@@ -72,6 +156,12 @@ SPECS: dict[str, ModelSpec] = {
     for s in [
         ModelSpec(
             name="dlib-resnet",
+            builder="modalities.builders:dlib_resnet",
+            input="dlib-chip",
+            dim=128,
+            metric="mean-cosine",
+            calibration="dlib-resnet",
+            same_person_cos=0.90,  # measured on lfw-dev (modalities/face/dlib_face.py)
             modality="face",
             files={
                 "landmarks5": "models/shape_predictor_5_face_landmarks.dat",
@@ -85,6 +175,16 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="resemblyzer-ge2e",
+            builder="modalities.builders:resemblyzer",
+            input="audio-segment",
+            dim=256,
+            metric="cosine",
+            calibration="resemblyzer-ge2e",
+            same_person_cos=None,
+            # cosine distance at which agglomerative diarization stops: tuned on AMI
+            # (benchmarks/voice_ami.py, benchmarks/results/voice_ami.md)
+            settings={"diarize_threshold": 0.35},
+            output_settings=("min_turn_s",),
             modality="voice",
             files={"encoder": "pretrained.pt"},
             licence="Apache-2.0",
@@ -95,6 +195,16 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="adaface-ir18",
+            builder="modalities.builders:adaface",
+            input="aligned-112",
+            dim=512,
+            metric="mean-cosine",
+            calibration=UNFITTED,  # no official weights here to fit one
+            # ArcFace-family models put LFW impostors near cosine 0 and their verification
+            # thresholds near 0.3: NOT measured here (no weights); re-measure with
+            # benchmarks/lfw_pipeline.py once weights are installed
+            same_person_cos=0.3,
+            output_settings=("face_flip_tta",),
             modality="face",
             files={"weights": "adaface-ir18.safetensors"},
             licence=ADAFACE_LICENCE,
@@ -104,6 +214,16 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="adaface-ir50",
+            builder="modalities.builders:adaface",
+            input="aligned-112",
+            dim=512,
+            metric="mean-cosine",
+            calibration=UNFITTED,  # no official weights here to fit one
+            # ArcFace-family models put LFW impostors near cosine 0 and their verification
+            # thresholds near 0.3: NOT measured here (no weights); re-measure with
+            # benchmarks/lfw_pipeline.py once weights are installed
+            same_person_cos=0.3,
+            output_settings=("face_flip_tta",),
             modality="face",
             files={"weights": "adaface-ir50.safetensors"},
             licence=ADAFACE_LICENCE,
@@ -113,6 +233,16 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="adaface-ir101",
+            builder="modalities.builders:adaface",
+            input="aligned-112",
+            dim=512,
+            metric="mean-cosine",
+            calibration=UNFITTED,  # no official weights here to fit one
+            # ArcFace-family models put LFW impostors near cosine 0 and their verification
+            # thresholds near 0.3: NOT measured here (no weights); re-measure with
+            # benchmarks/lfw_pipeline.py once weights are installed
+            same_person_cos=0.3,
+            output_settings=("face_flip_tta",),
             modality="face",
             files={"weights": "adaface-ir101.safetensors"},
             licence=ADAFACE_LICENCE,
@@ -122,6 +252,16 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="ecapa-voxceleb",
+            builder="modalities.builders:ecapa",
+            input="audio-segment",
+            dim=192,
+            metric="cosine",
+            calibration=UNFITTED,  # no official weights here to fit one
+            same_person_cos=None,
+            # NOT tuned for ECAPA (no weights on this machine): the GE2E value, kept so that
+            # behaviour is unchanged; re-tune with benchmarks/voice_ami.py
+            settings={"diarize_threshold": 0.35},
+            output_settings=("min_turn_s",),
             modality="voice",
             files={"folder": "spkrec-ecapa-voxceleb"},
             licence="Apache-2.0 (speechbrain/spkrec-ecapa-voxceleb)",
@@ -131,6 +271,12 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="gaitbase-casiab",
+            builder="modalities.builders:gaitbase",
+            input="silhouette-sequence",
+            dim=256 * 16,
+            metric="gait-euclidean",
+            calibration=UNFITTED,  # no official weights here to fit one
+            same_person_cos=None,
             modality="gait",
             files={"weights": "gaitbase-casiab.pt"},
             licence="OpenGait (check the release's terms)",
@@ -140,6 +286,12 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="gei-pca-lda-casiab",
+            builder="modalities.builders:gei",
+            input="silhouette-sequence",
+            dim=73,  # the LDA dimension stored in the shipped .npz
+            metric="cosine",
+            calibration="gei-pca-lda-casiab",
+            same_person_cos=None,
             modality="gait",
             files={"weights": "weights/gei-pca-lda-casiab.npz"},
             licence="Apache-2.0 (biofuse); trained on CASIA-B (non-commercial research terms)",
@@ -151,6 +303,12 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="gait-compact-casiab",
+            builder="modalities.builders:gait_compact",
+            input="silhouette-sequence",
+            dim=64 * 16,
+            metric="gait-euclidean",
+            calibration="gait-compact-casiab",
+            same_person_cos=None,
             modality="gait",
             files={"weights": "weights/gait-compact-casiab.pt"},
             licence="Apache-2.0 (biofuse); trained on CASIA-B (non-commercial research terms)",
@@ -163,6 +321,12 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mediapipe-pose-anthropometric",
+            builder="modalities.builders:anthropometric",
+            input="pose-sequence",
+            dim=5,  # len(modalities.body.anthropometric.EMBEDDED_FEATURES)
+            metric="cosine",
+            calibration="mediapipe-pose-anthropometric",
+            same_person_cos=None,
             modality="body",
             files={
                 "detector": "modules/pose_detection/pose_detection.tflite",
@@ -176,6 +340,12 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="clip3dreid-student-rn50",
+            builder="modalities.builders:clip_student",
+            input="person-crops",
+            dim=512,
+            metric="cosine",
+            calibration=UNFITTED,  # no checkpoint here to fit one
+            same_person_cos=None,
             modality="body",
             files={"weights": "clip3dreid-student-rn50.safetensors"},
             licence="check the checkpoint's terms (CLIP3DReID code and its training sets)",
@@ -185,6 +355,53 @@ SPECS: dict[str, ModelSpec] = {
         ),
     ]
 }
+
+
+
+def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:
+    """Add a model declared outside biofuse (a plugin module, a test) to the registry.
+
+    The declaration is checked when the ModelSpec is made; a name already taken is refused
+    unless `replace`. A plugin registers at import: list its module in the `plugins` setting
+    so that every process (Ray actors included) imports it.
+    """
+    if spec.name in SPECS and not replace:
+        raise DeclarationError(f"model {spec.name!r} is already registered")
+    SPECS[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Forget a registered model (tests clean up with it)."""
+    SPECS.pop(name, None)
+
+
+def model_name(model_id: str) -> str:
+    """'dlib-resnet-db0eeebc77c4' -> 'dlib-resnet' (the sha suffix is 12 hex digits)."""
+    head, _, tail = model_id.rpartition("-")
+    return head if len(tail) == 12 and all(c in "0123456789abcdef" for c in tail) else model_id
+
+
+def spec_for(model: str) -> ModelSpec:
+    """The declaration of a model name or model id ("<name>-<sha12>"); unknown is an error."""
+    spec = SPECS.get(model) or SPECS.get(model_name(model))
+    if spec is None:
+        raise ModelMissingError(
+            f"no registry declaration for model {model!r} (its metric, calibration and outlier "
+            f"cosine come from it); known models: {', '.join(sorted(SPECS))}"
+        )
+    return spec
+
+
+def load_builder(spec: ModelSpec) -> Callable[..., Any]:
+    """The `module:callable` a spec names as its builder."""
+    module_name, _, attr = spec.builder.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DeclarationError(
+            f"model {spec.name!r}: cannot load its builder {spec.builder!r} ({exc})"
+        ) from exc
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -20,8 +20,9 @@ import ray
 
 from biofuse.config import Settings
 from biofuse.errors import BiofuseError
+from biofuse.registry import INPUTS as MODEL_MODALITIES
 from biofuse.registry import Registry
-from flows.models import MODEL_KINDS, build_model
+from flows.models import MODEL_KINDS, build_model, configured_spec
 from modalities.base import Embeddings
 
 ACTOR_START_TIMEOUT_S = 300
@@ -123,27 +124,31 @@ class BatchingModelActor:
                 future.set_result(part)
 
 
-# Per model kind: the setting naming its model, and the settings that change its outputs.
+# Per model kind: the settings of its detector or pipeline stage that change its outputs.
+# The model's own such settings are in its declaration (`ModelSpec.output_settings`), and the
+# setting naming a kind's model is `{kind}_model` for every kind the registry has models of.
 # Actors are shared by name, so two configurations that differ in any of these get their own.
-KIND_SETTINGS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "face": ("face_model", ("face_upsample", "face_flip_tta")),
-    "voice": ("voice_model", ("min_turn_s",)),
-    "gait": ("gait_model", ()),
-    "body": ("body_model", ()),
-    "person": (None, ("person_min_height_px",)),  # OpenCV's HOG: ships inside OpenCV
+KIND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "face": ("face_upsample",),
+    "voice": (),
+    "gait": (),
+    "body": (),
+    "person": ("person_min_height_px",),  # OpenCV's HOG: ships inside OpenCV
 }
 
 
 def actor_name(kind: str, settings: Settings) -> str:
     """Callers with the same model settings share one actor; other settings get their own."""
-    model_field, output_fields = KIND_SETTINGS[kind]
-    if model_field is None:
+    output_fields: tuple[str, ...] = KIND_SETTINGS[kind]
+    if kind not in MODEL_MODALITIES:
         import cv2
 
         model, model_id = "opencv-hog", f"opencv-{cv2.__version__}"
     else:
-        model = getattr(settings, model_field)
+        spec = configured_spec(kind, settings)
+        model = spec.name
         model_id = Registry(settings.models_dir).resolve(model).model_id  # same weights, same actor
+        output_fields += spec.output_settings
     relevant = (
         kind,
         model_id,

@@ -9,9 +9,11 @@ from typing import Any
 from biofuse.catalog import Catalog
 from biofuse.config import Settings, load_settings
 from biofuse.errors import ConfigError, ModelMissingError
+from biofuse.registry import INPUTS as MODEL_MODALITIES
 from biofuse.registry import Registry
 from biofuse.store import EmbeddingStore
 from flows.actors import KIND_SETTINGS, ModelHandle, ensure_ray, local_handle, start_actors
+from flows.models import configured_spec
 from flows.pipeline import VideoEvidence, analyze_video, pipeline_kinds
 
 
@@ -78,11 +80,10 @@ class Context:
             raise ConfigError(
                 f"unknown model kind {kind!r}: use one of {', '.join(sorted(KIND_SETTINGS))}"
             )
-        model_field, _ = KIND_SETTINGS[kind]
-        if model_field is None:  # the person detector is no registry file: its id is its own
+        if kind not in MODEL_MODALITIES:  # the person detector is no registry file
             raise ModelMissingError(
                 f"the {kind!r} model has no registry entry, so its id is known only once it is "
                 f"loaded: call ctx.model({kind!r}) first"
             )
-        name = getattr(self.settings, model_field)
+        name = configured_spec(kind, self.settings).name
         return Registry(self.settings.models_dir).resolve(name).model_id

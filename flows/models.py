@@ -10,18 +10,45 @@ import numpy as np
 
 from biofuse.config import Settings
 from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry, ResolvedModel
+from biofuse.registry import SPECS, DeclarationError, ModelSpec, Registry, load_builder
+from fusion.calibration import load_default
 from modalities.base import Embeddings
 
 
-def resolve_wired(kind: str, name: str, wired: Sequence[str], settings: Settings) -> ResolvedModel:
-    """The registry entry of a model the pipeline can run, or a clear error naming those it can."""
-    if name not in wired:
+def import_plugins(settings: Settings) -> None:
+    """Import the `plugins` modules, which register their models (`biofuse.registry.register`).
+
+    Called wherever models are built, so a Ray actor's process knows them too.
+    """
+    import importlib
+
+    for module in settings.plugins:
+        importlib.import_module(module)
+
+
+def configured_spec(kind: str, settings: Settings) -> ModelSpec:
+    """The declaration of the `{kind}_model` setting's model; it must be a `kind` model."""
+    import_plugins(settings)
+    name = getattr(settings, f"{kind}_model")
+    spec = SPECS.get(name)
+    if spec is None or spec.modality != kind:
         raise ModelMissingError(
-            f"{kind} model {name!r} is not wired into the pipeline; use {kind}_model = one of "
-            f"{', '.join(repr(m) for m in wired)}"
+            f"{kind}_model {name!r} is not a {kind} model; use one of "
+            + ", ".join(repr(s.name) for s in SPECS.values() if s.modality == kind)
         )
-    return Registry(settings.models_dir).resolve(name)
+    return spec
+
+
+def build_extractor(spec: ModelSpec, settings: Settings) -> Any:
+    """The declared model, built by its declared builder from its resolved weights."""
+    resolved = Registry(settings.models_dir).resolve(spec.name)  # "models add" error if absent
+    extractor = load_builder(spec)(resolved, settings)
+    if extractor.dim != spec.dim:
+        raise DeclarationError(
+            f"model {spec.name!r} declares dim {spec.dim} but its builder made {extractor.dim}"
+        )
+    load_default(resolved.model_id)  # a declared calibration that cannot load fails at start
+    return extractor
 
 
 class ConfiguredExtractor:
@@ -57,9 +84,6 @@ class FrameFaces:
     feature_norm: np.ndarray | None = None  # (n,) AdaFace's pre-normalisation norm; NaN: none
 
 
-FACE_MODELS = ("dlib-resnet", "adaface-ir18", "adaface-ir50", "adaface-ir101")
-
-
 class FaceFrameAnalyzer:
     """Detect, align and embed every face of a batch of frames in one model call.
 
@@ -72,37 +96,26 @@ class FaceFrameAnalyzer:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from modalities.face.dlib_face import DlibFaceDetector, DlibFaceEmbedder
-        from modalities.face.quality import same_person_cos
+        from modalities.face.dlib_face import DlibFaceDetector
 
-        name = settings.face_model
-        resolve_wired("face", name, FACE_MODELS, settings)
-        registry = Registry(settings.models_dir)
-        dlib_model = registry.resolve("dlib-resnet")  # detector + landmarks for every model
-        self.name = name
+        spec = configured_spec("face", settings)
+        self.spec = spec
+        self.name = spec.name
+        # the declared input: dlib's own 150-px chips, or the ArcFace 112-px template
+        self.chips = spec.input == "dlib-chip"
+        dlib_model = Registry(settings.models_dir).resolve("dlib-resnet")  # detector, landmarks
         self.landmarker: Any = None
-        self.embedder: Any
-        if name == "dlib-resnet":
-            self.detector = DlibFaceDetector(dlib_model, upsample=settings.face_upsample)
-            self.embedder = DlibFaceEmbedder(dlib_model, batch_size=settings.batch_size)
-        else:
-            from modalities.face.adaface import MODEL_DEPTHS, AdaFaceEmbedder
+        self.detector = DlibFaceDetector(
+            dlib_model, upsample=settings.face_upsample, make_chips=self.chips
+        )
+        if not self.chips:
             from modalities.face.align import Dlib68Landmarker
 
-            resolved = registry.resolve(name)  # a clear "biofuse models add" error if absent
-            self.detector = DlibFaceDetector(
-                dlib_model, upsample=settings.face_upsample, make_chips=False
-            )
             self.landmarker = Dlib68Landmarker()
-            self.embedder = AdaFaceEmbedder(
-                resolved,
-                MODEL_DEPTHS[name],
-                batch_size=settings.batch_size,
-                flip_tta=settings.face_flip_tta,
-            )
+        self.embedder: Any = build_extractor(spec, settings)
         self.model_id = self.embedder.model_id
         self.dim = self.embedder.dim
-        self.outlier_cos = same_person_cos(name)  # for aggregate_track on this model's rows
+        self.outlier_cos = spec.same_person_cos  # for aggregate_track on this model's rows
 
     def prepare(self, device: str = "cpu") -> None:
         """dlib runs on the CPU; AdaFace goes to `device` (CUDA: bf16, channels_last)."""
@@ -113,7 +126,7 @@ class FaceFrameAnalyzer:
 
     def _embed(self, images: Sequence[np.ndarray], faces: list[tuple[int, int, Any]]) -> Any:
         """Rows for every (frame, index, detection), in that order."""
-        if self.landmarker is None:
+        if self.chips:
             from modalities.face.dlib_face import FaceChip
 
             return self.embedder.embed(
@@ -140,10 +153,10 @@ class FaceFrameAnalyzer:
         rows = self._embed(images, faces)
         scores = np.array([det.score for _, _, det in faces], np.float32)
         eyes = np.array([det.inter_eye_px for _, _, det in faces], np.float32)
-        if self.landmarker is None:
+        if "feature_norm" not in rows.extra:  # no network quality signal: the detector's
             norms = np.full(len(faces), np.nan, np.float32)
             quality = rows.quality
-        else:
+        else:  # AdaFace-style: the feature norm discounts faces the network finds little in
             norms = rows.extra.get("feature_norm", np.zeros(0, np.float32))
             quality = adaface_quality(scores, eyes, norms)
         out, cursor = [], 0
@@ -164,78 +177,45 @@ class FaceFrameAnalyzer:
         return out
 
 
-VOICE_MODELS = ("resemblyzer-ge2e", "ecapa-voxceleb")  # names VoiceEmbedder can build
+class DeclaredEmbedder(ConfiguredExtractor):
+    """The configured model of `kind` (`{kind}_model`), built as its declaration says."""
+
+    kind = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.spec = configured_spec(self.kind, settings)
+        self._use(build_extractor(self.spec, settings))
 
 
-class VoiceEmbedder(ConfiguredExtractor):
+class VoiceEmbedder(DeclaredEmbedder):
     """The configured speaker encoder (`voice_model`) behind one `embed(segments)` call.
 
     Every encoder takes the same `AudioSegment`s and applies the same minimum turn duration, so
     the pipeline and diarization do not depend on which one is configured.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        name = settings.voice_model
-        resolved = resolve_wired("voice", name, VOICE_MODELS, settings)
-        if name == "ecapa-voxceleb":
-            from modalities.voice.ecapa import EcapaExtractor
-
-            self._use(EcapaExtractor(resolved, min_duration_s=settings.min_turn_s))
-        else:
-            from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
-
-            self._use(ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s))
+    kind = "voice"
 
 
-BODY_MODELS = ("mediapipe-pose-anthropometric", "clip3dreid-student-rn50")
-
-
-class BodyEmbedder(ConfiguredExtractor):
+class BodyEmbedder(DeclaredEmbedder):
     """The configured body-shape model (`body_model`) behind one `embed(items)` call.
 
-    The anthropometric default takes `PoseSequence`s (keypoints computed where the frames were,
-    by `modalities.body.anthropometric.track_pose`); the CLIP-distilled student takes
-    `PersonCrops`. Pixels stay out of the actor for the default: only keypoints cross over.
+    Its declared input says what the pipeline sends: `PoseSequence`s (keypoints computed where
+    the frames were, `modalities.body.anthropometric.track_pose`; pixels stay out of the actor)
+    or `PersonCrops`.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        name = settings.body_model
-        resolved = resolve_wired("body", name, BODY_MODELS, settings)
-        if name == "clip3dreid-student-rn50":
-            from modalities.body.clip_student import ClipStudentBodyExtractor
-
-            self._use(ClipStudentBodyExtractor(resolved))
-        else:
-            from modalities.body.anthropometric import AnthropometricBodyExtractor
-
-            self._use(AnthropometricBodyExtractor(resolved))
+    kind = "body"
 
 
-GAIT_MODELS = ("gei-pca-lda-casiab", "gaitbase-casiab", "gait-compact-casiab")
-
-
-class GaitEmbedder(ConfiguredExtractor):
+class GaitEmbedder(DeclaredEmbedder):
     """The configured gait model (`gait_model`) behind one `embed(silhouette sequences)` call.
 
-    Every gait model takes the tracker's `SilhouetteSequence`s (OpenGait-pretreated 64x64), so
-    the pipeline does not depend on which is configured; each returns one row per sequence
-    with foreground (GEI: unit rows, cosine; GaitBase family: flattened part embeddings).
+    Every gait model takes the tracker's `SilhouetteSequence`s (OpenGait-pretreated 64x64) and
+    returns one row per sequence with foreground, compared by its declared metric.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        name = settings.gait_model
-        resolved = resolve_wired("gait", name, GAIT_MODELS, settings)
-        if name == "gei-pca-lda-casiab":
-            from modalities.gait.gei import GeiGaitExtractor
-
-            self._use(GeiGaitExtractor(resolved))
-        else:
-            from modalities.gait.compact import COMPACT_CONFIG
-            from modalities.gait.extractors import GaitBaseExtractor
-            from modalities.gait.gaitbase import GAITBASE_CASIAB
-
-            config = GAITBASE_CASIAB if name == "gaitbase-casiab" else COMPACT_CONFIG
-            self._use(GaitBaseExtractor(resolved, config))
+    kind = "gait"
 
 
 class PersonFrameAnalyzer:

@@ -16,6 +16,7 @@ import numpy as np
 from biofuse import media
 from biofuse.config import Settings
 from biofuse.errors import MediaError
+from biofuse.registry import spec_for
 from biofuse.tracking import LinkedTrack, link_faces, overlap_s, track_persons
 from flows.models import FrameFaces
 from modalities.base import Embeddings
@@ -188,7 +189,7 @@ def _face_tracks(
     """
     from modalities.face import aggregate_track, same_person_cos
 
-    # each face model has its own cosine scale for "the same person"
+    # each face model declares its own cosine scale for "the same person"
     outlier_cos = same_person_cos(face_call.model_id) if face_call is not None else 1.0
     per_frame, per_person_frame = _frame_pass(path, settings, face_call, person_call, evidence)
     faces = link_faces(
@@ -312,6 +313,8 @@ def _person_evidence(
 ) -> None:
     """Silhouettes -> gait rows and poses (or crops) -> body rows, one per person track."""
     crops = _person_crops(path, settings, persons, evidence, with_faces)
+    # what the body model takes is declared in its registry entry (PoseSequence or PersonCrops)
+    body_input = spec_for(body_call.model_id).input if body_call is not None else None
     silhouettes, poses, people = [], [], []
     with _BODY_MODELS_LOCK:
         for n, key in enumerate(keys):
@@ -324,7 +327,7 @@ def _person_evidence(
                 found = track_silhouettes(key, images, boxes)
                 if found is not None:
                     silhouettes.append(found)
-            if body_call is not None and settings.body_model.startswith("clip3dreid"):
+            if body_call is not None and body_input == "person-crops":
                 from modalities.body.clip_student import PersonCrops
 
                 people.append(PersonCrops(key, images))
@@ -373,7 +376,8 @@ def _speech_segments(
             window_s=window_s,
             hop_s=window_s / 2,
             method=settings.diarize_method,
-            threshold=settings.diarize_threshold,
+            # the voice model's own threshold (its cosine scale), unless the settings set one
+            threshold=spec_for(voice_call.model_id).setting("diarize_threshold", settings),
         )
         result = diarize(samples, regions, voice_call, params, key=f"{prefix}:win")
         labelled = list(result.turns(min_turn_s=settings.min_turn_s))

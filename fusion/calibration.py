@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from biofuse.errors import ModelMissingError
+from biofuse.registry import model_name  # noqa: F401  (re-exported: callers import it here)
+
 DEFAULTS_PATH = Path(__file__).with_name("default_calibration.json")
 
 
@@ -50,20 +53,39 @@ class LinearCalibration:
         return np.clip(llr, -self.max_abs_llr, self.max_abs_llr)
 
 
-def model_name(model_id: str) -> str:
-    """'dlib-resnet-db0eeebc77c4' -> 'dlib-resnet' (the sha suffix is 12 hex digits)."""
-    head, _, tail = model_id.rpartition("-")
-    return head if len(tail) == 12 and all(c in "0123456789abcdef" for c in tail) else model_id
+# The bounded guess a model gets when its declaration says calibration=UNFITTED (cosine 0.5 ->
+# LLR 0, never more than +-2): declared, never a silent default.
+UNFITTED_GUESS = (4.0, -2.0, "none: an unfitted guess", 2.0)
 
 
 def load_default(model_id: str) -> LinearCalibration:
-    table = json.loads(DEFAULTS_PATH.read_text()) if DEFAULTS_PATH.exists() else {}
-    entry = table.get(model_name(model_id))
-    if entry is None:
-        # No fitted map: a weak, bounded guess (cosine 0.5 -> LLR 0) rather than none at all.
-        return LinearCalibration(4.0, -2.0, "none: an unfitted guess", max_abs_llr=2.0)
+    """The calibration a model's registry declaration names (`ModelSpec.calibration`).
+
+    An undeclared model, or a declared key absent from default_calibration.json, is an error.
+    """
+    from biofuse.registry import UNFITTED, spec_for
+
+    spec = spec_for(model_id)
+    declared = spec.calibration
+    if isinstance(declared, dict):
+        entry = declared
+    elif declared == UNFITTED:
+        slope, offset, fitted_on, bound = UNFITTED_GUESS
+        return LinearCalibration(slope, offset, fitted_on, max_abs_llr=bound)
+    else:
+        table = json.loads(DEFAULTS_PATH.read_text()) if DEFAULTS_PATH.exists() else {}
+        if declared not in table:
+            raise ModelMissingError(
+                f"model {spec.name!r} declares calibration {declared!r}, which is not in "
+                f"{DEFAULTS_PATH.name}; fit it (benchmarks/fit_default_calibration.py) or "
+                f"declare {UNFITTED!r} or an inline map"
+            )
+        entry = table[declared]
     return LinearCalibration(
-        entry["slope"], entry["offset"], entry["fitted_on"], entry.get("max_abs_llr", np.inf)
+        float(entry["slope"]),
+        float(entry["offset"]),
+        str(entry["fitted_on"]),
+        float(entry["max_abs_llr"]) if entry.get("max_abs_llr") is not None else np.inf,
     )
 
 

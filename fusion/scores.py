@@ -11,15 +11,13 @@ from modalities.base import l2_normalise
 
 Metric = Literal["cosine", "mean-cosine", "gait-euclidean"]
 GAIT_PARTS = 16  # GaitBase's horizontal parts: store rows are [channels, parts] flattened C-order
-# models compared by OpenGait's part-mean Euclidean distance; every other model by cosine
-PART_EUCLIDEAN_MODELS = frozenset({"gaitbase-casiab", "gait-compact-casiab"})
-# Face models score a probe by its quality-weighted mean cosine to the identity's enrolled
-# rows ("mean-cosine"), the score their calibrations were fitted on (one image against one
-# image, fusion/default_calibration.json). The cosine to the renormalised mean of the rows
-# is that mean divided by the mean's norm (0.98 for three dlib photos of one person): it
-# lifts every score, impostors' too, by ~0.02, which dlib's slope of ~100 turns into +2 LLR
-# and an unenrolled face named in a one-person gallery (issue 18, item 14).
-MEAN_COSINE_MODELS = frozenset({"dlib-resnet", "adaface-ir18", "adaface-ir50", "adaface-ir101"})
+# Each model's metric is declared in its registry entry (`ModelSpec.metric`). Face models
+# declare "mean-cosine": a probe scores its quality-weighted mean cosine to the identity's
+# enrolled rows, the score their calibrations were fitted on (one image against one image,
+# fusion/default_calibration.json). The cosine to the renormalised mean of the rows is that
+# mean divided by the mean's norm (0.98 for three dlib photos of one person): it lifts every
+# score, impostors' too, by ~0.02, which dlib's slope of ~100 turns into +2 LLR and an
+# unenrolled face named in a one-person gallery (issue 18, item 14).
 
 
 @dataclass(frozen=True)
@@ -88,13 +86,13 @@ def similarity(probes: np.ndarray, templates: np.ndarray, metric: Metric = "cosi
 
 
 def metric_for_model(model_id: str) -> Metric:
-    """The similarity a model's embeddings are meant to be compared with."""
-    from fusion.calibration import model_name
+    """The similarity a model's embeddings are meant to be compared with: its declaration's.
 
-    name = model_name(model_id)
-    if name in PART_EUCLIDEAN_MODELS:
-        return "gait-euclidean"
-    return "mean-cosine" if name in MEAN_COSINE_MODELS else "cosine"
+    A model without a registry declaration is an error, never silently cosine.
+    """
+    from biofuse.registry import spec_for
+
+    return spec_for(model_id).metric  # type: ignore[return-value]  # checked against METRICS
 
 
 def score_modality(

@@ -286,9 +286,17 @@ def test_ami_meeting_excerpt_with_reference_speech_finds_its_two_speakers(
 
 def test_pipeline_default_threshold_is_the_tuned_one() -> None:
     from biofuse.config import Settings
+    from biofuse.registry import SPECS
     from modalities.voice.diarize import DEFAULT_THRESHOLD
 
-    assert Settings().diarize_threshold == DEFAULT_THRESHOLD
+    # unset in the settings: each voice model's declared threshold is used
+    assert Settings().diarize_threshold is None
+    ge2e = SPECS["resemblyzer-ge2e"]
+    assert ge2e.setting("diarize_threshold", Settings()) == DEFAULT_THRESHOLD
+    assert ge2e.setting("diarize_threshold", Settings(diarize_threshold=0.5)) == 0.5
+    for spec in SPECS.values():
+        if spec.modality == "voice":
+            assert 0 < spec.setting("diarize_threshold") < 2, spec.name
 
 
 @pytest.mark.slow  # encodes a 19 s video and runs the voice path twice

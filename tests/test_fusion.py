@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from biofuse.errors import ModelMissingError
 from fusion.calibration import LinearCalibration, load_default, model_name
 from fusion.fuse import identify, open_set_threshold, sum_llr
 from fusion.scores import ModalityScores, cosine_scores
@@ -123,8 +124,12 @@ def test_logistic_calibration_recovers_a_known_llr() -> None:
 def test_model_names_and_defaults() -> None:
     assert model_name("dlib-resnet-db0eeebc77c4") == "dlib-resnet"
     assert model_name("custom") == "custom"
-    unknown = load_default("never-heard-of-000000000000")
-    assert unknown.fitted_on.startswith("none")
+    # a model declared calibration="unfitted" gets the bounded guess, by its declaration
+    unfitted = load_default("adaface-ir18-000000000000")
+    assert unfitted.fitted_on.startswith("none") and unfitted.max_abs_llr == 2.0
+    # an undeclared model is an error, never a silent guess (issue 13)
+    with pytest.raises(ModelMissingError, match="no registry declaration"):
+        load_default("never-heard-of-000000000000")
 
 
 def test_shipped_gait_maps_are_fitted_on_people_the_gait_models_never_saw() -> None:

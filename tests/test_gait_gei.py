@@ -100,7 +100,7 @@ def test_the_gei_model_is_built_by_the_model_layer(tmp_path: Path, casiab_dev: d
     assert model.model_id.startswith("gei-pca-lda-casiab-")
     rows = model.embed([casiab_dev["077", "nm-01", "090"]])
     assert rows.keys == ["077/nm-01/090"] and rows.vectors.shape == (1, model.dim)
-    with pytest.raises(ModelMissingError, match="not wired"):
+    with pytest.raises(ModelMissingError, match="'gaitset' is not a gait model"):
         build_model("gait", Settings(home=tmp_path, gait_model="gaitset"))
 
 

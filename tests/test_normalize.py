@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from biofuse.errors import ModelMissingError
+
 from fusion.normalize import (
     CohortNormaliser,
     choose_cohort,
@@ -104,3 +106,6 @@ def test_gait_models_are_compared_by_part_distance() -> None:
     assert metric_for_model("gaitbase-casiab-0123456789ab") == "gait-euclidean"
     assert metric_for_model("gei-pca-lda-casiab-0123456789ab") == "cosine"
     assert metric_for_model("dlib-resnet-0123456789ab") == "mean-cosine"
+    # a model without a declaration has no metric: an error, not a silent cosine (issue 13)
+    with pytest.raises(ModelMissingError, match="no registry declaration"):
+        metric_for_model("never-heard-of-0123456789ab")

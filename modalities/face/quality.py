@@ -23,29 +23,20 @@ import math
 
 import numpy as np
 
-from modalities.face.dlib_face import DLIB_SAME_PERSON_COS, face_quality
+from modalities.face.dlib_face import face_quality
 
 ADAFACE_NORM_REFERENCE = math.sqrt(512.0)
 
-# Cosine above which two faces are probably one person, used to reject a track's intruder
-# frames. dlib's is measured on lfw-dev (see dlib_face.py). AdaFace's is NOT measured here
-# (no official weights on this machine): ArcFace-family models put LFW impostor pairs near
-# cosine 0 and their verification thresholds near 0.3, so 0.3 is the starting point;
-# re-measure with `benchmarks/lfw_pipeline.py` once weights are installed.
-SAME_PERSON_COS: dict[str, float] = {
-    "dlib-resnet": DLIB_SAME_PERSON_COS,
-    "adaface-ir18": 0.3,
-    "adaface-ir50": 0.3,
-    "adaface-ir101": 0.3,
-}
-
-
 def same_person_cos(model: str) -> float:
-    """The outlier threshold for a model name or a model id ("<name>-<sha12>")."""
-    for name, value in SAME_PERSON_COS.items():
-        if model == name or model.startswith(f"{name}-"):
-            return value
-    raise KeyError(f"no same-person cosine known for face model {model!r}")
+    """The outlier threshold for a model name or a model id ("<name>-<sha12>"): the cosine above
+    which two faces are probably one person, declared in the model's registry entry
+    (`ModelSpec.same_person_cos`; dlib's measured on lfw-dev, AdaFace's not measured here)."""
+    from biofuse.registry import spec_for
+
+    value = spec_for(model).same_person_cos
+    if value is None:
+        raise KeyError(f"model {model!r} declares no same-person cosine")
+    return value
 
 
 def adaface_quality(
