@@ -30,7 +30,6 @@ from filelock import FileLock
 
 from biofuse.errors import ModelMissingError
 
-
 # How a model's rows are compared (fusion/scores.py implements each):
 #   cosine          unit rows, cosine to the renormalised template
 #   mean-cosine     unit rows, mean cosine to the identity's enrolled rows (template unnormalised)
@@ -355,7 +354,6 @@ SPECS: dict[str, ModelSpec] = {
         ),
     ]
 }
-
 
 
 def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from biofuse.errors import ModelMissingError
-
 from fusion.normalize import (
     CohortNormaliser,
     choose_cohort,

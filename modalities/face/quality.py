@@ -27,6 +27,7 @@ from modalities.face.dlib_face import face_quality
 
 ADAFACE_NORM_REFERENCE = math.sqrt(512.0)
 
+
 def same_person_cos(model: str) -> float:
     """The outlier threshold for a model name or a model id ("<name>-<sha12>"): the cosine above
     which two faces are probably one person, declared in the model's registry entry
