@@ -32,7 +32,8 @@ from lfw_dlib import decode_rgb, evaluate, pct, read_pairs, write_atomic  # noqa
 
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
 from biofuse.errors import ModelMissingError  # noqa: E402
-from flows.models import FACE_MODELS, FaceFrameAnalyzer  # noqa: E402
+from biofuse.registry import SPECS  # noqa: E402
+from flows.models import FaceFrameAnalyzer  # noqa: E402
 
 NO_FACE_SCORE = -1.0  # the lowest cosine: a pair with a missing face is never accepted
 FRAMES_PER_CALL = 8  # as flows/pipeline.py sends frames to the face model
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="shared data folder")
     parser.add_argument("--home", type=Path, default=None, help="biofuse home (model weights)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
-    parser.add_argument("--models", nargs="*", default=list(FACE_MODELS))
+    parser.add_argument(
+        "--models", nargs="*", default=[s.name for s in SPECS.values() if s.modality == "face"]
+    )
     parser.add_argument("--limit", type=int, default=0, help="N evenly spaced pairs (smoke test)")
     args = parser.parse_args(argv)
 
