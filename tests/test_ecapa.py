@@ -418,10 +418,14 @@ def test_ecapa_added_through_the_cli_is_the_pipelines_voice_model(
 
 
 def test_an_unknown_voice_model_names_the_ones_that_work(tmp_path: Path) -> None:
-    from biofuse.config import Settings
+    """Refused when the settings are read, before any actor could start, and by the builder."""
+    from biofuse.config import Settings, load_settings
+    from biofuse.errors import ConfigError
     from flows.models import VoiceEmbedder
 
-    # Settings() does not check names (load_settings does, at start); the builder checks too
+    with pytest.raises(ConfigError, match="use one of resemblyzer-ge2e, ecapa-voxceleb"):
+        load_settings(home=str(tmp_path), voice_model="xvector-kaldi")
+    # Settings() alone does not check names; the builder does
     settings = Settings(home=str(tmp_path), voice_model="xvector-kaldi")
     with pytest.raises(ModelMissingError, match="'resemblyzer-ge2e', 'ecapa-voxceleb'"):
         VoiceEmbedder(settings)
