@@ -66,9 +66,8 @@ class Settings(BaseModel):
     body_model: str = "mediapipe-pose-anthropometric"
     # gait and body hang on person tracks (a HOG pass at person_fps): add them for scenes where
     # whole bodies are in view; the default keeps face+voice archives at their speed
-    modalities: Annotated[list[Literal["face", "voice", "gait", "body"]], NoDecode] = Field(
-        default_factory=lambda: ["face", "voice"]
-    )
+    # each one a declared modality (biofuse.registry.MODALITIES)
+    modalities: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["face", "voice"])
     face_fps: float = Field(5.0, gt=0)  # frames per second sent to the face detector
     # person tracks (HOG people detector + ByteTrack-style tracker), made when gait or body is
     # among the modalities; 0 turns them off (faces then form their own tracks). HOG's cost
@@ -142,6 +141,16 @@ class Settings(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):  # from the environment: "face,voice"
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _declared_modalities(cls, value: list[str]) -> list[str]:
+        from biofuse.registry import MODALITIES
+
+        unknown = [m for m in value if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modality {unknown[0]!r}: use {', '.join(MODALITIES)}")
         return value
 
     @field_validator("fusion_weights", mode="before")
@@ -222,14 +231,14 @@ def check_model_names(settings: Settings) -> None:
     """Every configured model name is a registry model of its modality (before anything starts)."""
     import importlib
 
-    from biofuse.registry import SPECS
+    from biofuse.registry import MODALITIES, SPECS
 
     for module in settings.plugins:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigError(f"invalid configuration: plugin {module!r}: {exc}") from None
-    for modality in ("face", "voice", "gait", "body"):
+    for modality in MODALITIES:
         name = getattr(settings, f"{modality}_model")
         spec = SPECS.get(name)
         if spec is None or spec.modality != modality:

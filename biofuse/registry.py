@@ -42,6 +42,32 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "gait": ("silhouette-sequence",),  # OpenGait-pretreated 64x64 SilhouetteSequence
     "body": ("pose-sequence", "person-crops"),  # PoseSequence keypoints | PersonCrops pixels
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModalitySpec:
+    """What the flows need to know of a modality (issue 13, item 2, in part).
+
+    `keyed_by`: what its evidence rows are keyed by: "track" (a person or face track; the
+    probe is the track) or "segment" (a speech turn; probes are the turns' owners or
+    speakers). `needs_person_tracks`: its rows are made per person track, so the person
+    detector runs when it is configured.
+    """
+
+    name: str
+    keyed_by: str  # "track" | "segment"
+    needs_person_tracks: bool = False
+
+
+MODALITIES: dict[str, ModalitySpec] = {
+    m.name: m
+    for m in [
+        ModalitySpec(name="face", keyed_by="track"),
+        ModalitySpec(name="voice", keyed_by="segment"),
+        ModalitySpec(name="gait", keyed_by="track", needs_person_tracks=True),
+        ModalitySpec(name="body", keyed_by="track", needs_person_tracks=True),
+    ]
+}
 # A calibration that is not fitted: the bounded guess `fusion.calibration.UNFITTED_GUESS`. A
 # model must say it uses it (calibration=UNFITTED), it is never a silent default.
 UNFITTED = "unfitted"

@@ -156,14 +156,8 @@ def _process_claimed(ctx: Context, video_id: int, owner: str) -> str:
     except MediaError as exc:
         ctx.catalog.release_video(video_id, owner, status=FAILED, error=str(exc))
         return FAILED
-    for modality, rows in (
-        ("face", evidence.face),
-        ("voice", evidence.voice),
-        ("gait", evidence.gait),
-        ("body", evidence.body),
-    ):
-        if rows is not None:
-            ctx.store.commit(modality, video.content_hash, rows)
+    for modality, rows in evidence.rows.items():
+        ctx.store.commit(modality, video.content_hash, rows)
     ctx.catalog.replace_video_evidence(
         video_id,
         [

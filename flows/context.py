@@ -43,16 +43,7 @@ class Context:
     def analyze(self, path: Path, content_hash: str) -> VideoEvidence:
         """All evidence of one video, every configured model running in its actors."""
         handles = {kind: self.model(kind) for kind in pipeline_kinds(self.settings)}
-        return analyze_video(
-            path,
-            content_hash,
-            self.settings,
-            handles.get("face"),
-            handles.get("voice"),
-            handles.get("person"),
-            handles.get("gait"),
-            handles.get("body"),
-        )
+        return analyze_video(path, content_hash, self.settings, handles)
 
     def model_stats(self) -> dict[str, dict[str, int]]:
         """Per model kind run in Ray actors: items and batches so far, summed over replicas.

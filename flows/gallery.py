@@ -12,6 +12,7 @@ from sqlalchemy import select
 from biofuse import media
 from biofuse.catalog import DONE, Enrollment, Identity, Result, SpeechSegment, Track, Video
 from biofuse.errors import GalleryError, MediaError, without_path
+from biofuse.registry import MODALITIES
 from biofuse.store import StoredRows
 from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
@@ -60,8 +61,10 @@ def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
     ev = ctx.analyze(path, digest)
     rows: dict[str, Embeddings] = {}
     subject = max(ev.tracks, key=lambda t: t.end_s - t.start_s, default=None)
-    for modality, found in (("face", ev.face), ("gait", ev.gait), ("body", ev.body)):
-        if subject is not None and found is not None and subject.key in found.keys:
+    for modality, found in ev.rows.items():  # rows keyed by track: the subject's
+        if MODALITIES[modality].keyed_by != "track":
+            continue
+        if subject is not None and subject.key in found.keys:
             rows[modality] = found.take([found.keys.index(subject.key)])
     if ev.voice is not None and len(ev.voice):
         if len(ev.tracks) <= 1:  # the subject alone (or nobody) on screen: all speech is theirs
@@ -338,9 +341,11 @@ def identify_videos(
                 s.scalars(select(SpeechSegment).where(SpeechSegment.video_id == video_id))
             )
         track_key = {t.id: t.key for t in tracks}
-        wanted = {"voice": [s.key for s in segments]}  # every other modality: by track
-        track_keys = [t.key for t in tracks]
-        rows = {m: stored[m].select(wanted.get(m, track_keys)).as_embeddings() for m in models}
+        # rows keyed by segment (voice) or by track, as each modality declares
+        keys_by = {"segment": [s.key for s in segments], "track": [t.key for t in tracks]}
+        rows = {
+            m: stored[m].select(keys_by[MODALITIES[m].keyed_by]).as_embeddings() for m in models
+        }
         seg_ev = [
             SegmentEvidence(s.key, s.start_s, s.end_s, s.quality or 0.0, track_key.get(s.track_id))
             for s in segments

@@ -7,6 +7,7 @@ models in Ray actors (flows) or in this process (tests, benchmarks).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from biofuse import media
 from biofuse.config import Settings
 from biofuse.errors import MediaError
-from biofuse.registry import spec_for
+from biofuse.registry import MODALITIES, spec_for
 from biofuse.tracking import LinkedTrack, link_faces, overlap_s, track_persons
 from flows.models import FrameFaces
 from modalities.base import Embeddings
@@ -35,7 +36,8 @@ FACE_IN_PERSON_TOP = 0.4
 # (gait needs a walking cycle or two; pose ratios settle in a few dozen frames).
 TRACK_FRAMES_FOR_MODELS = 64
 CROP_PAD = 0.3  # of the box height around each crop, above the segmenters' own padding
-TRACK_MODALITIES = ("face", "gait", "body")  # evidence rows keyed by track (voice: by segment)
+# evidence rows keyed by track (voice: by segment), as the modalities declare
+TRACK_MODALITIES = tuple(m.name for m in MODALITIES.values() if m.keyed_by == "track")
 
 
 @dataclass
@@ -59,24 +61,44 @@ class SegmentEvidence:
     track_key: str | None
 
 
+def _rows_of(modality: str) -> property:
+    """`evidence.face` etc.: a view of `evidence.rows[modality]` (None when absent)."""
+
+    def get(self: VideoEvidence) -> Embeddings | None:
+        return self.rows.get(modality)
+
+    def put(self: VideoEvidence, value: Embeddings | None) -> None:
+        if value is None:
+            self.rows.pop(modality, None)
+        else:
+            self.rows[modality] = value
+
+    return property(get, put)
+
+
 @dataclass
 class VideoEvidence:
     tracks: list[TrackEvidence] = field(default_factory=list)
-    face: Embeddings | None = None  # one row per track (key = track key)
+    # modality -> its rows: one per track (key = track key) or per speech segment (voice),
+    # as the modality declares (`biofuse.registry.MODALITIES`); absent when none were made
+    rows: dict[str, Embeddings] = field(default_factory=dict)
     segments: list[SegmentEvidence] = field(default_factory=list)
-    voice: Embeddings | None = None  # one row per speech segment (key = segment key)
-    gait: Embeddings | None = None  # one row per person track (key = track key)
-    body: Embeddings | None = None  # one row per person track (key = track key)
     notes: list[str] = field(default_factory=list)
     decoded_s: float = 0.0
     frames_analyzed: int = 0
+
+    face = _rows_of("face")
+    voice = _rows_of("voice")
+    gait = _rows_of("gait")
+    body = _rows_of("body")
 
 
 def needs_person_tracks(settings: Settings) -> bool:
     """Person tracks cost a HOG pass at `person_fps` (0.3-0.9 s per 768x576 frame on CPU,
     benchmarks/results/person_tracking.md): they are made when a modality that hangs on a
     person's body (gait, body) is configured."""
-    return settings.person_fps > 0 and bool({"gait", "body"} & set(settings.modalities))
+    wanted = [MODALITIES[m] for m in settings.modalities if m in MODALITIES]
+    return settings.person_fps > 0 and any(m.needs_person_tracks for m in wanted)
 
 
 def pipeline_kinds(settings: Settings) -> list[str]:
@@ -431,20 +453,16 @@ def link_turns(
 
 
 def analyze_video(
-    path: Path,
-    content_hash: str,
-    settings: Settings,
-    face_call: FaceCall | None,
-    voice_call: VoiceCall | None,
-    person_call: PersonCall | None = None,
-    gait_call: TrackCall | None = None,
-    body_call: TrackCall | None = None,
+    path: Path, content_hash: str, settings: Settings, handles: Mapping[str, Any]
 ) -> VideoEvidence:
     """All evidence of one video. Raises MediaError when nothing at all can be decoded.
 
-    With `person_call`, people are tracked and faces join them; gait and body rows are
-    made per person track. Without it, tracks are face tracks as before.
+    `handles` maps a model kind ("face", "voice", "gait", "body", "person") to its model call;
+    a kind absent from it is not run. With "person", people are tracked and faces join them;
+    gait and body rows are made per person track. Without it, tracks are face tracks.
     """
+    face_call, voice_call = handles.get("face"), handles.get("voice")
+    person_call, gait_call, body_call = (handles.get(k) for k in ("person", "gait", "body"))
     info = media.probe(path)
     if not info.has_video:
         raise MediaError(

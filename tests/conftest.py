@@ -115,6 +115,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     collection hook reads every module's `__file__`: on those, attribute access imports an
     optional dependency (transformers) we do not install and raises ImportError, which
     would abort the whole session. Code that needs them imports them afresh."""
+    drop_unloaded_lazy_modules()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The same after every test: a test that imports speechbrain at run time (the registry
+    contract's seeded ECAPA release) leaves new lazy modules that a later hypothesis test
+    would read."""
+    drop_unloaded_lazy_modules()
+
+
+def drop_unloaded_lazy_modules() -> None:
     import sys
 
     for name, module in list(sys.modules.items()):

@@ -317,7 +317,7 @@ def test_pipeline_makes_one_voice_probe_per_speaker_of_an_unseen_conversation(
     for diarize_on in (True, False):
         settings = load_settings(home=str(tmp_path / "home"), diarize=diarize_on)
         voice = local_handle("voice", settings)
-        evidence = analyze_video(video, "c0ffee" * 8, settings, None, voice)
+        evidence = analyze_video(video, "c0ffee" * 8, settings, {"voice": voice})
         assert evidence.tracks == [] and all(s.track_key is None for s in evidence.segments)
         probes[diarize_on] = probe_evidence({"voice": evidence.voice}, evidence.segments, [])
     # Diarized: reader A's two turns make one probe, B another; not one probe per turn.

@@ -167,7 +167,7 @@ def test_video_tracks_come_out_as_adaface_templates(home: Path, shared_data: Pat
         pytest.skip(f"{clip} not found")
     settings = load_settings(home=home, face_model="adaface-ir18", face_fps=2.0)
     handle = local_handle("face", settings)
-    evidence = analyze_video(clip, "0" * 64, settings, handle, None)
+    evidence = analyze_video(clip, "0" * 64, settings, {"face": handle})
     assert evidence.frames_analyzed >= 9  # 4.9 s at 2 fps
     assert len(evidence.tracks) >= 1 and evidence.face is not None
     face = evidence.face

@@ -152,7 +152,7 @@ def test_pipeline_makes_person_tracks_with_gait_and_body_rows(
     person = local_handle("person", settings)
     body = local_handle("body", settings)
     evidence = analyze_video(
-        clip, "ab" * 32, settings, None, None, person, gait_call=_gei, body_call=body
+        clip, "ab" * 32, settings, {"person": person, "gait": _gei, "body": body}
     )
     people = [t for t in evidence.tracks if t.kind == "person"]
     assert len(people) >= 2 and all(":p" in t.key for t in people)
@@ -180,7 +180,7 @@ def test_a_talking_head_without_a_body_keeps_its_face_track(
     settings = Settings(home=tmp_path / "home", person_fps=2.0, face_fps=2.0)
     face = local_handle("face", settings)
     person = local_handle("person", settings)
-    evidence = analyze_video(path, "cd" * 32, settings, face, None, person)
+    evidence = analyze_video(path, "cd" * 32, settings, {"face": face, "person": person})
     assert evidence.face is not None and len(evidence.face) >= 1
     tracks = {t.key: t for t in evidence.tracks}
     for key in evidence.face.keys:  # every face row belongs to a track: a person's or its own
@@ -228,7 +228,7 @@ def test_a_moving_face_missed_for_a_while_stays_one_track_in_the_pipeline(
         def __call__(self, images):
             return model.analyze(images)
 
-    evidence = analyze_video(clip, "ef" * 32, settings, Face(), None)
+    evidence = analyze_video(clip, "ef" * 32, settings, {"face": Face()})
     assert len(evidence.tracks) == 1, [(t.start_s, t.end_s) for t in evidence.tracks]
     track = evidence.tracks[0]
     assert track.start_s < 0.5 and track.end_s > 4.0  # both sides of the gap

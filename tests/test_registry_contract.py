@@ -202,3 +202,33 @@ def test_a_declaration_without_metric_or_calibration_is_refused_at_once() -> Non
             ModelSpec(**(base | {field: bad}))
     with pytest.raises(TypeError):  # no default: a declaration must say it
         ModelSpec(**{k: v for k, v in base.items() if k != "metric"})
+
+
+def test_modalities_are_declared_and_evidence_is_a_mapping() -> None:
+    from biofuse.registry import MODALITIES
+    from flows.pipeline import TRACK_MODALITIES, VideoEvidence, needs_person_tracks
+    from modalities.base import Embeddings
+
+    assert {m: d.keyed_by for m, d in MODALITIES.items()} == {
+        "face": "track",
+        "voice": "segment",
+        "gait": "track",
+        "body": "track",
+    }
+    assert set(TRACK_MODALITIES) == {"face", "gait", "body"}
+    assert not needs_person_tracks(Settings(modalities=["face", "voice"]))
+    assert needs_person_tracks(Settings(modalities=["face", "gait"]))
+    assert not needs_person_tracks(Settings(modalities=["body"], person_fps=0))
+    from biofuse.config import load_settings
+    from biofuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown modality 'smell'"):
+        load_settings(modalities=["face", "smell"])
+    # every model's modality is a declared one
+    assert {s.modality for s in SPECS.values()} <= set(MODALITIES)
+    evidence = VideoEvidence()
+    rows = Embeddings(np.ones((1, 2), np.float32), np.ones(1, np.float32), ["v:p0000"], "m")
+    evidence.gait = rows  # the per-modality names are views of the one mapping
+    assert evidence.rows == {"gait": rows} and evidence.face is None
+    evidence.gait = None
+    assert evidence.rows == {}
