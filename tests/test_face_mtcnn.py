@@ -148,3 +148,17 @@ def test_detector_settings_get_their_own_actor(tmp_path: Path) -> None:
         actor_name("face", load_settings(home=tmp_path, face_min_px=20)),
     }
     assert len(names) == 3
+
+
+def test_quality_falls_with_face_size(lfw: Path, mtcnn: MtcnnFaceDetector) -> None:
+    """The same face nearer and further: template weights (and quality fusion) trust it less."""
+    face = photo(lfw, "Laura_Bush")
+    quality = []
+    for width in (112, 48, 24, 16):
+        frame, truth = pasted(face, width, at=(200, 100))
+        (faces,) = mtcnn.detect([frame])
+        best = max(faces, key=lambda f: iou(f.box, truth))
+        assert iou(best.box, truth) >= 0.5
+        quality.append(best.quality)
+    assert quality[0] > 0.9 and all(a > b for a, b in zip(quality, quality[1:])), quality
+    assert quality[-1] < 0.25, quality
