@@ -165,8 +165,11 @@ def run_detector(detector: str, args, lfw: Path, pairs: list) -> dict:
         for k in range(args.noise_frames)
     ]
     out, wall, cpu = timed(analyzer, noise)
+    mtcnn = getattr(analyzer.detector, "chip_alignment", None)
     return {
         "detector": detector,
+        "mtcnn_chip_alignment": mtcnn,
+        "mtcnn_min_score": getattr(analyzer.detector, "min_score", None),
         "enrolment_photos_without_face": sum(v is None for v in enrolled.values()),
         "ladder": rows,
         "noise_frames": {
