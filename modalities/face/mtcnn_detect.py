@@ -4,9 +4,8 @@ dlib's HOG detector slides an 80-px window and finds nothing below ~40 px withou
 upsampling (0 % at 24 px on lfw-dev frames, benchmarks/results/face_distance.md); MTCNN's
 12-px P-Net finds 99 % at 24 px, 92 % at 16 px and 53 % at 12 px. Its weights ship inside
 the `facenet-pytorch` wheel (installed with --no-deps by scripts/setup.sh: its declared pins
-are old), so this
-runs offline. Frames of one call that share a size go through the cascade as one batch, on
-the actor's device.
+are old), so this runs offline. Frames of one call that share a size go through the cascade
+as one batch, on the actor's device.
 
 Each face gets MTCNN's five points (eye centres, nose tip, mouth corners: the ArcFace
 template's points, `points5`) and a 150-px chip for dlib's ResNet, aligned one of two ways:
