@@ -156,6 +156,15 @@ CARDS: dict[str, Card] = {
         not_alone="Naming a person: gait is supporting evidence",
         figures=(),
     ),
+    "deepgaitv2-casiab": Card(
+        trained_on="CASIA-B subjects 001-074 (OpenGait release, DeepGaitV2_casiab.yaml)",
+        limits=(
+            "CASIA-B is 124 young people in one lab corridor; clothing changes cut accuracy",
+            "needs clean silhouettes from a roughly side or oblique view",
+        ),
+        not_alone="Naming a person: gait is supporting evidence",
+        figures=(),
+    ),
     "gei-pca-lda-casiab": Card(
         trained_on="CASIA-B subjects 001-074 (by this project, benchmarks/gait_train_gei.py)",
         limits=("classical GEI features: weak across views and under clothing change",),
