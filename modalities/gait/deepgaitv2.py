@@ -61,10 +61,13 @@ class DeepGaitV2Config:
         return self.channels[2], self.parts
 
 
-# The published configs differ in depth and in the training identities (classifier width).
+# The published configs (configs/deepgaitv2/*.yaml) differ in depth and training identities.
 DEEPGAITV2_CONFIGS: dict[str, DeepGaitV2Config] = {
     "casiab": DeepGaitV2Config(),
-    "ccpg": DeepGaitV2Config(layers=(1, 4, 4, 1), class_num=100),
+    "ccpg": DeepGaitV2Config(class_num=100),
+    "oumvlp": DeepGaitV2Config(class_num=5153),
+    "sustech1k": DeepGaitV2Config(class_num=250),
+    "gait3d": DeepGaitV2Config(layers=(1, 4, 4, 1), class_num=3000),
     "grew": DeepGaitV2Config(layers=(1, 4, 4, 1), class_num=20000),
 }
 DEEPGAITV2_CASIAB = DEEPGAITV2_CONFIGS["casiab"]
