@@ -141,6 +141,15 @@ CARDS: dict[str, Card] = {
             ),
         ),
     ),
+    "kprpe-vit-base-webface4m": Card(
+        trained_on="WebFace4M (CVLface release, AdaFace loss)",
+        limits=(
+            "needs the five landmarks on the aligned chip; a bad landmark moves its encoding",
+            "not yet wired into the face path: registry entry and exact graph only",
+        ),
+        not_alone="Naming a person from one low-quality frame",
+        figures=(),
+    ),
     "ecapa-voxceleb": Card(
         trained_on="VoxCeleb 1 and 2 (SpeechBrain release)",
         limits=("its diarization threshold is not tuned here",),

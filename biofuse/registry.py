@@ -66,6 +66,7 @@ ADAFACE_CONVERTER = "modalities.face.adaface:convert_for_registry"
 ECAPA_INSTALLER = "modalities.voice.ecapa:install_for_registry"
 GAITBASE_INSTALLER = "modalities.gait.gaitbase:install_for_registry"
 DEEPGAITV2_INSTALLER = "modalities.gait.deepgaitv2:install_for_registry"
+KPRPE_INSTALLER = "modalities.face.kprpe:install_for_registry"
 CLIP_STUDENT_INSTALLER = "modalities.body.clip_student:install_for_registry"
 
 SPECS: dict[str, ModelSpec] = {
@@ -120,6 +121,17 @@ SPECS: dict[str, ModelSpec] = {
             provenance="user-provided official checkpoint (adaface_ir101_*.ckpt), converted",
             description="AdaFace IR-101, 512-d, on dlib HOG boxes + 68-point 5-pt alignment",
             extra={"converter": ADAFACE_CONVERTER, "depth": "101"},
+        ),
+        ModelSpec(
+            name="kprpe-vit-base-webface4m",
+            modality="face",
+            files={"weights": "kprpe-vit-base-webface4m.safetensors"},
+            licence="MIT (mk-minchul/CVLface code); weights: WebFace4M's terms (research only)",
+            provenance="user-provided official CVLface release "
+            "(minchul/cvlface_adaface_vit_base_kprpe_webface4m: model.safetensors or "
+            "pretrained_model/model.pt), converted to safetensors",
+            description="KP-RPE ViT-base (AdaFace loss), 112x112 chip + 5 landmarks, 512-d",
+            extra={"converter": KPRPE_INSTALLER},
         ),
         ModelSpec(
             name="ecapa-voxceleb",
