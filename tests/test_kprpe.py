@@ -134,6 +134,21 @@ def test_registry_add_accepts_the_release_layouts(tmp_path: Path, release_files,
     x, marks = torch.randn(1, 3, 112, 112), torch.rand(1, 5, 2)
     with torch.no_grad():
         assert (loaded(x, marks) - model(x, marks)).abs().max() <= TOL
+    if layout == "hf":  # the extractor on the installed file: unit rows, the landmarks matter
+        from modalities.face.align import ARCFACE_TEMPLATE_112
+        from modalities.face.kprpe import KeypointFace, KPRPEEmbedder, chip_landmarks
+
+        chip = np.random.default_rng(1).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+        on_chip = chip_landmarks(ARCFACE_TEMPLATE_112 * 2 + 40)  # any similarity: the template
+        np.testing.assert_allclose(on_chip, ARCFACE_TEMPLATE_112 / 112, atol=1e-5)
+        faces = [
+            KeypointFace("a", chip, on_chip, 0.9),
+            KeypointFace("b", chip, on_chip + 0.05, 0.5),
+        ]
+        rows = KPRPEEmbedder(resolved).embed(faces)
+        assert rows.vectors.shape == (2, 512)
+        np.testing.assert_allclose(np.linalg.norm(rows.vectors, axis=1), 1, atol=1e-5)
+        assert np.abs(rows.vectors[0] - rows.vectors[1]).max() > 1e-5  # same chip, moved marks
 
 
 @pytest.mark.parametrize("case", ["random", "truncated", "foreign_keys", "wrong_depth"])

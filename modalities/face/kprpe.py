@@ -19,15 +19,17 @@ logits between patches i and j get the table entry of i at the bucket of their 2
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from biofuse.errors import ModelMissingError
-from biofuse.registry import ModelSpec
+from biofuse.registry import ModelSpec, ResolvedModel
+from modalities.base import Embeddings, l2_normalise
 
 CHIP_SIZE = 112
 
@@ -326,3 +328,80 @@ def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[st
     finally:
         tmp.unlink(missing_ok=True)
     return {"source_format": f"CVLface vit_kprpe base state_dict (keys {prefix}*)"}
+
+
+# -- extractor -----------------------------------------------------------------------------
+
+
+def chip_landmarks(points5: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
+    """The five frame landmarks (x, y pixels) where `align.align_face` puts them on its chip,
+    as fractions of the chip side: KP-RPE's keypoint input."""
+    from modalities.face.align import ARCFACE_TEMPLATE_112, apply_transform, similarity_transform
+
+    matrix = similarity_transform(
+        np.asarray(points5, np.float64), ARCFACE_TEMPLATE_112 * size / 112
+    )
+    return (apply_transform(matrix, points5) / size).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class KeypointFace:
+    """One aligned 112x112 RGB chip and its five landmarks on that chip (x, y in 0..1)."""
+
+    key: str
+    chip_rgb_112: np.ndarray
+    landmarks: np.ndarray  # (5, 2) float
+    quality: float
+
+
+class KPRPEEmbedder:
+    """KP-RPE as an Extractor: 512-d unit vectors (cosine); `extra["feature_norm"]` is the
+    raw embedding's norm (AdaFace-trained, so it tracks quality as AdaFace's does)."""
+
+    dim = 512
+
+    def __init__(self, model: ResolvedModel, batch_size: int = 32) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._net: KPRPEModel | None = None
+        self._device = torch.device("cpu")
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    def prepare(self, device: str = "cpu") -> None:
+        if self._net is None:
+            self._device = torch.device(device)
+            self._net = load_kprpe(self.model.paths["weights"]).to(self._device).eval()
+
+    def embed(self, items: Sequence[KeypointFace]) -> Embeddings:
+        if not items:
+            return Embeddings.empty(self.dim, self.model_id)
+        self.prepare(str(self._device))
+        assert self._net is not None
+        for item in items:
+            if (
+                item.chip_rgb_112.shape != (CHIP_SIZE, CHIP_SIZE, 3)
+                or item.chip_rgb_112.dtype != np.uint8
+            ):
+                raise ValueError(f"chip {item.key!r} must be a (112, 112, 3) uint8 RGB array")
+            if np.shape(item.landmarks) != (5, 2):
+                raise ValueError(f"face {item.key!r} needs (5, 2) landmarks on the chip")
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                chips = torch.from_numpy(np.stack([i.chip_rgb_112 for i in batch]))
+                marks = torch.from_numpy(np.stack([i.landmarks for i in batch]).astype(np.float32))
+                rows.append(
+                    self._net(chips_to_input(chips).to(self._device), marks.to(self._device))
+                )
+        raw = torch.cat(rows).float().cpu().numpy()
+        return Embeddings(
+            vectors=l2_normalise(raw),
+            quality=np.array([float(i.quality) for i in items], np.float32),
+            keys=[i.key for i in items],
+            model_id=self.model_id,
+            extra={"feature_norm": np.linalg.norm(raw, axis=1).astype(np.float32)},
+        )
