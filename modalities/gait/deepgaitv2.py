@@ -194,6 +194,14 @@ def build_deepgaitv2(config: DeepGaitV2Config = DEEPGAITV2_CASIAB) -> DeepGaitV2
 def load_deepgaitv2(path: Path, config: DeepGaitV2Config = DEEPGAITV2_CASIAB) -> DeepGaitV2:
     """DeepGaitV2 with an official OpenGait checkpoint, strictly (every key, every shape)."""
     model = build_deepgaitv2(config)
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # torch.save's zip container
+                raise ModelMissingError(
+                    f"{path} is not a PyTorch checkpoint (no zip container); expected the "
+                    "official OpenGait DeepGaitV2 .pt, e.g. DeepGaitV2-60000.pt"
+                )
     state = read_opengait_state_dict(path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
