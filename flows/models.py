@@ -229,7 +229,12 @@ class BodyEmbedder(ConfiguredExtractor):
             self._use(AnthropometricBodyExtractor(resolved))
 
 
-GAIT_MODELS = ("gei-pca-lda-casiab", "gaitbase-casiab", "gait-compact-casiab")
+GAIT_MODELS = (
+    "gei-pca-lda-casiab",
+    "gaitbase-casiab",
+    "gait-compact-casiab",
+    "deepgaitv2-casiab",
+)
 
 
 class GaitEmbedder(ConfiguredExtractor):
@@ -247,6 +252,18 @@ class GaitEmbedder(ConfiguredExtractor):
             from modalities.gait.gei import GeiGaitExtractor
 
             self._use(GeiGaitExtractor(resolved))
+        elif name == "deepgaitv2-casiab":
+            from modalities.gait.deepgaitv2 import DEEPGAITV2_CASIAB, load_deepgaitv2_safetensors
+            from modalities.gait.extractors import GaitBaseExtractor
+
+            self._use(
+                GaitBaseExtractor(
+                    resolved,
+                    DEEPGAITV2_CASIAB,  # type: ignore[arg-type]  # same embedding_shape API
+                    loader=load_deepgaitv2_safetensors,
+                    packed=False,
+                )
+            )
         else:
             from modalities.gait.compact import COMPACT_CONFIG
             from modalities.gait.extractors import GaitBaseExtractor
