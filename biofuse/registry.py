@@ -37,7 +37,8 @@ from biofuse.errors import ModelMissingError
 METRICS = ("cosine", "mean-cosine", "gait-euclidean")
 # What a model's `embed` takes, per modality (the pipeline prepares exactly this):
 INPUTS: dict[str, tuple[str, ...]] = {
-    "face": ("dlib-chip", "aligned-112"),  # dlib's 150-px 5-point chip | ArcFace 112-px template
+    # dlib's 150-px 5-point chip | ArcFace 112-px template | that template and its 5 points
+    "face": ("dlib-chip", "aligned-112", "aligned-112-points5"),
     "voice": ("audio-segment",),  # 16 kHz AudioSegment turns
     "gait": ("silhouette-sequence",),  # OpenGait-pretreated 64x64 SilhouetteSequence
     "body": ("pose-sequence", "person-crops"),  # PoseSequence keypoints | PersonCrops pixels
@@ -174,6 +175,8 @@ ADAFACE_CONVERTER = "modalities.face.adaface:convert_for_registry"
 # The other user-added models: checked in full, then installed as they are.
 ECAPA_INSTALLER = "modalities.voice.ecapa:install_for_registry"
 GAITBASE_INSTALLER = "modalities.gait.gaitbase:install_for_registry"
+DEEPGAITV2_INSTALLER = "modalities.gait.deepgaitv2:install_for_registry"
+KPRPE_INSTALLER = "modalities.face.kprpe:install_for_registry"
 CLIP_STUDENT_INSTALLER = "modalities.body.clip_student:install_for_registry"
 
 SPECS: dict[str, ModelSpec] = {
@@ -276,6 +279,24 @@ SPECS: dict[str, ModelSpec] = {
             extra={"converter": ADAFACE_CONVERTER, "depth": "101"},
         ),
         ModelSpec(
+            name="kprpe-vit-base-webface4m",
+            builder="modalities.builders:kprpe",
+            input="aligned-112-points5",
+            dim=512,
+            metric="mean-cosine",  # as every face model: calibrated one image against one
+            calibration=UNFITTED,  # no official weights here to fit one
+            # AdaFace-trained like adaface-*: the same unmeasured ArcFace-family start value
+            same_person_cos=0.3,
+            modality="face",
+            files={"weights": "kprpe-vit-base-webface4m.safetensors"},
+            licence="MIT (mk-minchul/CVLface code); weights: WebFace4M's terms (research only)",
+            provenance="user-provided official CVLface release "
+            "(minchul/cvlface_adaface_vit_base_kprpe_webface4m: model.safetensors or "
+            "pretrained_model/model.pt), converted to safetensors",
+            description="KP-RPE ViT-base (AdaFace loss), 112x112 chip + 5 landmarks, 512-d",
+            extra={"converter": KPRPE_INSTALLER},
+        ),
+        ModelSpec(
             name="ecapa-voxceleb",
             builder="modalities.builders:ecapa",
             input="audio-segment",
@@ -308,6 +329,23 @@ SPECS: dict[str, ModelSpec] = {
             provenance="user-provided official OpenGait checkpoint (GaitBase_DA-60000.pt)",
             description="GaitBase (ResNet9 + HPP), 256x16 part embeddings, part-mean Euclidean",
             extra={"converter": GAITBASE_INSTALLER},
+        ),
+        ModelSpec(
+            name="deepgaitv2-casiab",
+            builder="modalities.builders:deepgaitv2",
+            input="silhouette-sequence",
+            dim=256 * 16,
+            metric="gait-euclidean",
+            calibration=UNFITTED,  # no official weights here to fit one
+            same_person_cos=None,
+            modality="gait",
+            files={"weights": "deepgaitv2-casiab.safetensors"},
+            licence="OpenGait (check the release's terms)",
+            provenance="user-provided official OpenGait checkpoint (DeepGaitV2-60000.pt, "
+            "configs/deepgaitv2/DeepGaitV2_casiab.yaml), converted to safetensors",
+            description="DeepGaitV2 p3d (layers 1,1,1,1), 256x16 part embeddings, part-mean "
+            "Euclidean",
+            extra={"converter": DEEPGAITV2_INSTALLER},
         ),
         ModelSpec(
             name="gei-pca-lda-casiab",

@@ -129,7 +129,7 @@ class BatchingModelActor:
 # setting naming a kind's model is `{kind}_model` for every kind the registry has models of.
 # Actors are shared by name, so two configurations that differ in any of these get their own.
 KIND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "face": ("face_upsample",),
+    "face": ("face_detector", "face_min_px", "face_upsample"),
     "voice": (),
     "gait": (),
     "body": (),

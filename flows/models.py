@@ -80,7 +80,8 @@ class FrameFaces:
     vectors: np.ndarray  # (n, dim) unit rows
     quality: np.ndarray  # (n,)
     inter_eye_px: np.ndarray  # (n,)
-    detector_score: np.ndarray | None = None  # (n,) HOG SVM margin, 0 at its threshold
+    # (n,) HOG SVM margin (0 at its threshold) or MTCNN's half-logit probability (score_to_margin)
+    detector_score: np.ndarray | None = None
     feature_norm: np.ndarray | None = None  # (n,) AdaFace's pre-normalisation norm; NaN: none
 
 
@@ -88,11 +89,14 @@ class FaceFrameAnalyzer:
     """Detect, align and embed every face of a batch of frames in one model call.
 
     Detection and embedding sit in one actor so that chips (the pixels) never
-    cross a process boundary; only boxes and vectors leave. Every face model shares
-    dlib's HOG detector; dlib-resnet aligns with dlib's 5 points onto its 150-px chip,
-    AdaFace with the 68-point predictor onto the ArcFace 112-px template (the 5-point
-    model has no mouth corners; on lfw-dev the 68-point template alignment scores
-    97.89 % vs dlib's own chips' 97.33 %, benchmarks/results/lfw_alignment.md).
+    cross a process boundary; only boxes and vectors leave. The detector is `face_detector`:
+    MTCNN (default; batched over the call's frames on the actor's device, faces down to
+    ~`face_min_px`) or dlib's HOG. dlib-resnet gets its 150-px chip from dlib's 5-point
+    predictor (HOG: on the HOG box; MTCNN: as `mtcnn_detect.DEFAULT_CHIP_ALIGNMENT` says,
+    measured on lfw-dev). AdaFace is aligned onto the ArcFace 112-px template from MTCNN's
+    own five points, or with HOG from the 68-point predictor (the 5-point model has no mouth
+    corners; on lfw-dev the 68-point template alignment scores 97.89 % vs dlib's own chips'
+    97.33 %, benchmarks/results/lfw_alignment.md).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -105,10 +109,19 @@ class FaceFrameAnalyzer:
         self.chips = spec.input == "dlib-chip"
         dlib_model = Registry(settings.models_dir).resolve("dlib-resnet")  # detector, landmarks
         self.landmarker: Any = None
-        self.detector = DlibFaceDetector(
-            dlib_model, upsample=settings.face_upsample, make_chips=self.chips
-        )
-        if not self.chips:
+        if settings.face_detector == "mtcnn":
+            from modalities.face.mtcnn_detect import DEFAULT_CHIP_ALIGNMENT, MtcnnFaceDetector
+
+            self.detector: Any = MtcnnFaceDetector(
+                dlib_model,
+                min_face_px=settings.face_min_px,
+                chip_alignment=DEFAULT_CHIP_ALIGNMENT if self.chips else "none",
+            )
+        else:
+            self.detector = DlibFaceDetector(
+                dlib_model, upsample=settings.face_upsample, make_chips=self.chips
+            )
+        if not self.chips and settings.face_detector == "hog":
             from modalities.face.align import Dlib68Landmarker
 
             self.landmarker = Dlib68Landmarker()
@@ -118,11 +131,17 @@ class FaceFrameAnalyzer:
         self.outlier_cos = spec.same_person_cos  # for aggregate_track on this model's rows
 
     def prepare(self, device: str = "cpu") -> None:
-        """dlib runs on the CPU; AdaFace goes to `device` (CUDA: bf16, channels_last)."""
+        """MTCNN and AdaFace go to `device` (AdaFace on CUDA: bf16, channels_last); dlib is CPU."""
         self.detector.prepare(device)
         if self.landmarker is not None:
             self.landmarker.prepare(device)
         self.embedder.prepare(device)
+
+    def _points5(self, image: np.ndarray, det: Any) -> np.ndarray:
+        """The ArcFace template's five points: MTCNN's own, else from the 68-point predictor."""
+        if det.points5 is not None:
+            return det.points5
+        return self.landmarker.landmarks5(image, det.box)
 
     def _embed(self, images: Sequence[np.ndarray], faces: list[tuple[int, int, Any]]) -> Any:
         """Rows for every (frame, index, detection), in that order."""
@@ -135,15 +154,20 @@ class FaceFrameAnalyzer:
         from modalities.face.adaface import AlignedFace
         from modalities.face.align import align_face
 
-        aligned = [
-            AlignedFace(
-                f"{f}:{d}",
-                align_face(images[f], self.landmarker.landmarks5(images[f], det.box)),
-                det.quality,
+        points = [self._points5(images[f], det) for f, _, det in faces]
+        chips = [align_face(images[f], p) for (f, _, _), p in zip(faces, points)]
+        if self.spec.input == "aligned-112-points5":  # the chip and its landmarks (KP-RPE)
+            from modalities.face.kprpe import KeypointFace, chip_landmarks
+
+            return self.embedder.embed(
+                [
+                    KeypointFace(f"{f}:{d}", chip, chip_landmarks(p), det.quality)
+                    for (f, d, det), chip, p in zip(faces, chips, points)
+                ]
             )
-            for f, d, det in faces
-        ]
-        return self.embedder.embed(aligned)
+        return self.embedder.embed(
+            [AlignedFace(f"{f}:{d}", chip, det.quality) for (f, d, det), chip in zip(faces, chips)]
+        )
 
     def analyze(self, images: Sequence[np.ndarray]) -> list[FrameFaces]:
         from modalities.face.quality import adaface_quality

@@ -29,6 +29,12 @@ def adaface(resolved: ResolvedModel, settings: Any) -> Any:
     )
 
 
+def kprpe(resolved: ResolvedModel, settings: Any) -> Any:
+    from modalities.face.kprpe import KPRPEEmbedder
+
+    return KPRPEEmbedder(resolved, batch_size=settings.batch_size)
+
+
 def resemblyzer(resolved: ResolvedModel, settings: Any) -> Any:
     from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
 
@@ -59,6 +65,18 @@ def gait_compact(resolved: ResolvedModel, settings: Any) -> Any:
     from modalities.gait.extractors import GaitBaseExtractor
 
     return GaitBaseExtractor(resolved, COMPACT_CONFIG)
+
+
+def deepgaitv2(resolved: ResolvedModel, settings: Any) -> Any:
+    from modalities.gait.deepgaitv2 import DEEPGAITV2_CASIAB, load_deepgaitv2_safetensors
+    from modalities.gait.extractors import GaitBaseExtractor
+
+    return GaitBaseExtractor(
+        resolved,
+        DEEPGAITV2_CASIAB,  # type: ignore[arg-type]  # same embedding_shape API
+        loader=load_deepgaitv2_safetensors,
+        packed=False,  # one sequence per forward: its temporal conv would cross packed ones
+    )
 
 
 def anthropometric(resolved: ResolvedModel, settings: Any) -> Any:

@@ -80,6 +80,27 @@ def _ecapa(folder: Path) -> Path:
     return release
 
 
+def _deepgaitv2(folder: Path) -> Path:
+    """An OpenGait checkpoint: {'model': state_dict, 'iteration': n}."""
+    from modalities.gait.deepgaitv2 import build_deepgaitv2
+
+    path = folder / "DeepGaitV2-60000.pt"
+    torch.save({"model": seeded_state(build_deepgaitv2()), "iteration": 1}, path)
+    return path
+
+
+def _kprpe(folder: Path) -> Path:
+    """The Hugging Face release layout: model.safetensors with `model.*` keys."""
+    from safetensors.torch import save_file
+
+    from modalities.face.kprpe import build_kprpe
+
+    path = folder / "model.safetensors"
+    state = {"model." + k: v for k, v in seeded_state(build_kprpe()).items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
 RELEASES: dict[str, Callable[[Path], Path]] = {
     "adaface-ir18": _adaface(18),
     "adaface-ir50": _adaface(50),
@@ -87,4 +108,6 @@ RELEASES: dict[str, Callable[[Path], Path]] = {
     "gaitbase-casiab": _gaitbase,
     "clip3dreid-student-rn50": _clip_student,
     "ecapa-voxceleb": _ecapa,
+    "deepgaitv2-casiab": _deepgaitv2,
+    "kprpe-vit-base-webface4m": _kprpe,
 }

@@ -29,6 +29,7 @@ HEAVY = {
     "clip3dreid-student-rn50",
     "ecapa-voxceleb",
     "deepgaitv2-casiab",
+    "kprpe-vit-base-webface4m",
 }
 
 
