@@ -105,6 +105,16 @@ class Settings(BaseModel):
     # this many per class: 48 genuine pairs gave Cllr 0.136 vs the shipped default's 0.096 on
     # LFW (benchmarks/gallery_calibration.py), and LLRs are capped at log(1 + pairs)
     gallery_min_calibration_pairs: int = Field(200, ge=2)
+    # gallery search (fusion/search.py): the index the rebuild writes beside each version for
+    # inner-product (cosine) models - auto: exact (IndexFlatIP) below gallery_index_min_rows
+    # templates, HNSW from there; ivfpq for memory (64-byte codes, shortlist rescored exactly)
+    gallery_index: Literal["auto", "exact", "hnsw", "ivfpq"] = "auto"
+    gallery_index_min_rows: int = Field(200_000, ge=1)
+    # identify scores every template of a modality up to this many identities (today's
+    # brute force); above it, only a shortlist of gallery_shortlist per probe from the index,
+    # each candidate then scored exactly in every modality
+    gallery_shortlist_above: int = Field(20_000, ge=0)
+    gallery_shortlist: int = Field(200, ge=1)
     # analyst API tokens: "name[:role]=token" (audited as name; role analyst or admin),
     # "name[:role]=sha256:HEX" or a bare token; env: comma-separated. Kept as sha256 only.
     api_tokens: list[str] = Field(default_factory=list)
