@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -12,11 +13,13 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from biofuse.config import load_settings
-from biofuse.errors import BiofuseError
+from biofuse.errors import BiofuseError, without_path
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Model weights: list, verify, add.", no_args_is_help=True)
@@ -30,8 +33,24 @@ def _quiet_services() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # no usage statistics or telemetry, and no notice about them on every run
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY", "false")
+    os.environ.setdefault("PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS", "false")
     # Prefect's local API gets 20 s to start by default: too little on a loaded 2-core host
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+_PREFECT_HOME_SET_HERE: list[str] = []  # PREFECT_HOME values this module chose (not the user)
+
+
+def _prefect_home(home: Path) -> None:
+    """Prefect's database and result storage under the biofuse home (before prefect loads)."""
+    prefect_home = Path(home) / "prefect"
+    with contextlib.suppress(OSError):  # Prefect makes only the last folder of the path
+        prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(prefect_home)
+    _PREFECT_HOME_SET_HERE.append(str(prefect_home))
 
 
 @app.callback()
@@ -44,15 +63,29 @@ def main(
     if config is not None:
         os.environ["BIOFUSE_CONFIG"] = str(config)
     _quiet_services()
+    try:  # the file, the environment and the model names, before any command starts a service
+        settings = load_settings()
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    # Prefect's database and result storage hold flow parameters (identity names, paths) and
+    # errors: under the biofuse home, not ~/.prefect (set before anything imports prefect)
+    if os.environ.get("PREFECT_HOME", "") in ["", *_PREFECT_HOME_SET_HERE]:
+        _prefect_home(settings.home)
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line
     raise typer.Exit(2)
 
 
-def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
-    """Run `work()` in a thread while a progress bar polls `done_count()` (from the catalog)."""
+def _with_progress(label: str, total: int, work: Any, done_count: Any, final: Any = None) -> Any:
+    """Run `work()` in a thread while a progress bar polls `done_count()` (from the catalog).
+
+    `final(result)` gives the bar's last (completed, total) where the work counts its units
+    otherwise than `total` did (duplicate files are one video).
+    """
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -69,7 +102,10 @@ def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
         while thread.is_alive():
             progress.update(bar, completed=min(total, done_count()))
             thread.join(0.5)
-        progress.update(bar, completed=min(total, done_count()))
+        if "error" not in box and final is not None:
+            completed, total = final(box["result"])
+            progress.update(bar, total=total)
+        progress.update(bar, completed=min(total, done_count() if final is None else completed))
     if "error" in box:
         raise box["error"]
     return box["result"]
@@ -79,13 +115,26 @@ def _with_progress(label: str, total: int, work: Any, done_count: Any) -> Any:
 @app.command()
 def process(archive: Path = typer.Argument(..., help="A folder of videos (or one video).")) -> None:
     """Find the people in every video of an archive and store their evidence."""
+    from biofuse import media
+
+    try:
+        paths, ignored = media.scan_videos(archive)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    for path, reason in ignored.items():
+        console.print(f"  [yellow]skipped[/] {escape(path)}: {escape(reason)}")
+    total = len(paths)
+    if not total:  # said at once, before Ray and Prefect start
+        console.print(f"no video files in {escape(str(archive))}: processed 0 of 0 videos")
+        return
+
     from flows.actors import ensure_ray
-    from flows.archive import list_archive, run_process_archive
+    from flows.archive import run_process_archive
     from flows.context import Context
 
     try:
         ctx = Context.open()
-        total = len(list_archive(archive))
         ensure_ray(ctx.settings)  # in the main thread: Ray installs signal handlers
         before = ctx.catalog.video_counts()
         settled = before.get("done", 0) + before.get("failed", 0)
@@ -96,7 +145,11 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
 
         started = time.perf_counter()
         summary = _with_progress(
-            "videos", total, lambda: run_process_archive(str(archive)), finished
+            "videos",
+            total,
+            lambda: run_process_archive(str(archive)),
+            finished,
+            lambda s: (s["videos"], s["videos"]),
         )
     except BiofuseError as exc:
         _fail(exc)
@@ -106,6 +159,9 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
         f"processed {summary['processed']}, failed {summary['failed']}, already done "
         f"{summary['skipped']} of {summary['videos']} videos in {elapsed:.1f} s"
     )
+    if total > summary["videos"]:
+        copies = total - summary["videos"]
+        console.print(f"{copies} of the {total} files repeat another file's content (one video)")
     if summary["failed"]:
         console.print("see `biofuse status` for the reasons")
 
@@ -115,22 +171,51 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
 def enroll(
     name: str = typer.Argument(..., help="The identity's name."),
     files: list[Path] = typer.Argument(..., help="Photos, audio recordings or videos of them."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Enroll nothing if any file is bad (default: skip bad files)."
+    ),
 ) -> None:
     """Add an identity's evidence to the gallery."""
+    import uuid
+
+    from flows.actors import ensure_ray
+    from flows.gallery import ENROLL_PROGRESS, check_enrollment_files
     from flows.gallery import enroll as enroll_flow
 
-    missing = [str(f) for f in files if not f.exists()]
+    missing = [str(f) for f in files if not f.exists() and not f.is_symlink()]
     if missing:
         _fail(BiofuseError(f"no such file: {', '.join(missing)}"))
     try:
-        report = enroll_flow(name, [str(f) for f in files])
+        settings = load_settings()
+        # every file is checked (headers, a photo's one frame) before the first is enrolled
+        good, bad = check_enrollment_files([str(f) for f in files])
+        for path, reason in bad.items():
+            verb = "[red]bad[/]" if strict else "[yellow]skipped[/]"
+            console.print(f"  {verb} {escape(path)}: {escape(reason)}")
+        if bad and strict:
+            raise BiofuseError(f"{len(bad)} of {len(files)} files cannot be enrolled (--strict)")
+        if not good:
+            console.print(f"{escape(name)}: nothing enrolled (no usable file)")
+            raise typer.Exit(1)
+        ensure_ray(settings)  # in the main thread: Ray installs signal handlers
+        key = uuid.uuid4().hex
+        report = _with_progress(
+            "files",
+            len(good),
+            lambda: enroll_flow(name, good, progress_key=key),
+            lambda: ENROLL_PROGRESS.get(key, 0),
+        )
+        ENROLL_PROGRESS.pop(key, None)
     except BiofuseError as exc:
         _fail(exc)
         return
     rows = sum(sum(v.values()) for v in report["files"].values())
-    console.print(f"{name}: {len(report['files'])} files enrolled, {rows} new store rows")
+    console.print(f"{escape(name)}: {len(report['files'])} files enrolled, {rows} new store rows")
     for path, reason in report["errors"].items():
-        console.print(f"  [yellow]skipped[/] {path}: {reason}")
+        if path not in bad:
+            console.print(f"  [yellow]skipped[/] {escape(path)}: {escape(reason)}")
+    if not report["files"]:
+        raise typer.Exit(1)
     if rows and report["gallery_version"] is not None:
         console.print(
             f"identify uses gallery version {report['gallery_version']}: the new evidence joins "
@@ -171,14 +256,14 @@ def print_decisions(
             )
         style = "green" if d["decision"] != "unknown" else "yellow"
         probe = d["probe"].split(":", 1)[-1]  # the video column already names the video
-        row = [
-            names.get(d["video_id"], "?"),
-            probe,
-            f"[{style}]{d['decision']}[/]",
-            "\n".join(lines) or "no evidence",
+        row = [  # data as Text: a name or path is never read as markup
+            Text(names.get(d["video_id"], "?")),
+            Text(probe),
+            Text(str(d["decision"]), style=style),
+            Text("\n".join(lines) or "no evidence"),
         ]
         if truth is not None:
-            row.append(str(truth.get(names.get(d["video_id"], ""), "?")))
+            row.append(Text(str(truth.get(names.get(d["video_id"], ""), "?"))))
         table.add_row(*row)
     console.print(table)
 
@@ -248,7 +333,7 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
             )
         )
         runs = list(s.scalars(select(Run).order_by(Run.id.desc()).limit(5)))
-    console.print(f"home: {settings.home}")
+    console.print(f"home: {escape(str(settings.home))}")
     console.print(
         "videos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"  "
         f"({_duration(seconds)} of video processed), tracks {n_tracks}, identities {n_ids} "
@@ -260,14 +345,15 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         table.add_column("attempts")
         table.add_column("reason", overflow="fold")
         for v in failed:
-            table.add_row(v.path, str(v.attempts), v.error or "")
+            reason = without_path(v.path, v.error or "")  # the path column names the file
+            table.add_row(Text(v.path), str(v.attempts), Text(reason))
         console.print(table)
     if noted:
         table = Table(title="processed with notes")
         table.add_column("path", overflow="fold")
         table.add_column("note", overflow="fold")
         for v in noted:
-            table.add_row(v.path, v.notes or "")
+            table.add_row(Text(v.path), Text(v.notes or ""))
         console.print(table)
     if runs:
         table = Table(title="recent runs")
@@ -276,10 +362,10 @@ def status(limit: int = typer.Option(20, help="How many failures and runs to lis
         for r in runs:
             table.add_row(
                 str(r.id),
-                r.kind,
-                r.status,
+                Text(r.kind),
+                Text(r.status),
                 f"{r.started_at:%Y-%m-%d %H:%M:%S}",
-                json.dumps(r.summary),
+                Text(json.dumps(r.summary)),
             )
         console.print(table)
 
@@ -291,7 +377,7 @@ def models_list() -> None:
     from biofuse.registry import Registry
 
     settings = load_settings()
-    table = Table(title=f"models (user files in {settings.models_dir})")
+    table = Table(title=f"models (user files in {escape(str(settings.models_dir))})")
     for column in ("name", "modality", "status", "licence", "provenance"):
         table.add_column(column, overflow="fold")
     for spec, state in Registry(settings.models_dir).status():
@@ -313,10 +399,12 @@ def models_verify(names: list[str] = typer.Argument(None)) -> None:
     for name in targets:
         try:
             resolved = registry.verify(name)
-            console.print(f"[green]ok[/] {name}  {resolved.model_id}  sha256 {resolved.sha256}")
+            console.print(
+                f"[green]ok[/] {escape(name)}  {resolved.model_id}  sha256 {resolved.sha256}"
+            )
         except BiofuseError as exc:
             bad += 1
-            console.print(f"[red]bad[/] {name}: {exc}")
+            console.print(f"[red]bad[/] {escape(name)}: {escape(str(exc))}")
     if bad:
         raise typer.Exit(1)
 
@@ -342,10 +430,10 @@ def models_add(
         _fail(exc)
         return
     record = registry.record(name)
-    console.print(f"added {name} as {resolved.model_id}")
+    console.print(f"added {escape(name)} as {resolved.model_id}")
     for key in ("source_format", "depth", "training_set", "licence", "source_sha256", "sha256"):
         if key in record:
-            console.print(f"  {key}: {record[key]}")
+            console.print(f"  {key}: {escape(str(record[key]))}")
 
 
 # -- sample archive and demo ---------------------------------------------------------------
@@ -360,7 +448,8 @@ def sample_archive(target: Path = typer.Argument(Path("demo-output"))) -> None:
         _fail(exc)
         return
     console.print(
-        f"{len(manifest['probes'])} videos in {target / 'archive'}; truth in manifest.json"
+        f"{len(manifest['probes'])} videos in {escape(str(target / 'archive'))}; "
+        "truth in manifest.json"
     )
 
 
@@ -369,6 +458,11 @@ def demo(
     workdir: Path = typer.Option(Path("demo-output"), help="Where the demo writes everything."),
 ) -> None:
     """The main job on the sample archive: generate, process, enroll, identify, summarise."""
+    os.environ.setdefault("BIOFUSE_HOME", str(workdir.resolve() / "home"))
+    settings = load_settings()
+    if os.environ.get("PREFECT_HOME") in _PREFECT_HOME_SET_HERE:  # follow the demo's home
+        _prefect_home(settings.home)
+
     from sqlalchemy import func, select
 
     from biofuse.catalog import Catalog, Video
@@ -377,13 +471,12 @@ def demo(
     from flows.gallery import enroll as enroll_flow
     from flows.gallery import identify as identify_flow
 
-    os.environ.setdefault("BIOFUSE_HOME", str(workdir.resolve() / "home"))
-    settings = load_settings()
     try:
         console.rule("1. sample archive")
         manifest = build_sample_archive(workdir)
         console.print(
-            f"{len(manifest['probes'])} videos in {workdir / 'archive'} ({manifest['how']})"
+            f"{len(manifest['probes'])} videos in {escape(str(workdir / 'archive'))} "
+            f"({manifest['how']})"
         )
         registry = Registry(settings.models_dir)
         for spec, state in registry.status():
@@ -398,7 +491,9 @@ def demo(
             report = enroll_flow(name, files)
             errors = "; ".join(f"{Path(k).name}: {v}" for k, v in report["errors"].items())
             console.print(
-                f"{name}: {len(report['files'])} files" + (f" (skipped {errors})" if errors else "")
+                f"{name}: {len(report['files'])} files"
+                + (f" (skipped {errors})" if errors else ""),
+                markup=False,
             )
         console.rule("4. identify every person seen")
         decisions = identify_flow([])
@@ -428,11 +523,13 @@ def demo(
         + " (gait and body need whole bodies in view, which the sample's pasted faces lack:"
         + " add them with BIOFUSE_MODALITIES=face,voice,gait,body)"
     )
-    console.print("`biofuse --home " + str(settings.home) + " status` shows what failed and why")
+    console.print(f"`biofuse --home {escape(str(settings.home))} status` shows what failed and why")
 
 
 # -- gallery rebuild and analyst access (ops issue) ---------------------------------------------
-gallery_app = typer.Typer(help="The versioned gallery: rebuild it.", no_args_is_help=True)
+gallery_app = typer.Typer(
+    help="The versioned gallery: rebuild it, forget an identity.", no_args_is_help=True
+)
 app.add_typer(gallery_app, name="gallery")
 
 
@@ -453,7 +550,31 @@ def gallery_rebuild(
     else:
         console.print(report_markdown(report), markup=False)
         if report.get("path"):
-            console.print(f"report: {report['path']}/report.md")
+            console.print(f"report: {report['path']}/report.md", markup=False)
+
+
+@gallery_app.command("forget")
+def gallery_forget(
+    name: str = typer.Argument(..., help="The identity to erase."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: this cannot be undone."),
+) -> None:
+    """Erase one identity everywhere: catalog rows, store rows, gallery versions, thumbnails."""
+    if not yes:
+        _fail(BiofuseError(f"erasing {name!r} cannot be undone: add --yes to confirm"))
+    from flows.context import Context
+    from flows.forget import forget_identity
+
+    try:
+        report = forget_identity(Context.open(), name)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"forgot {escape(name)}: {report['enrollments']} enrollment rows, {report['store_rows']} "
+        f"store rows, {report['results']} identify results, {report['gallery_versions']} "
+        f"gallery versions rewritten, {report['thumbnails']} thumbnails, "
+        f"{report['prefect_runs']} Prefect enroll runs"
+    )
 
 
 @app.command()
@@ -538,11 +659,17 @@ def calibrate(
     ),
 ) -> None:
     """Fit calibration, fusion and the open-set threshold on your labelled scores."""
+    from typing import get_args
+
+    from biofuse.config import Settings
     from fusion.operator import calibrate_files
     from fusion.report import labelled_tables, read_rows
 
     settings = load_settings()
     method = method or settings.fusion_method
+    methods = get_args(Settings.model_fields["fusion_method"].annotation)
+    if method not in methods:
+        _fail(BiofuseError(f"unknown fusion method {method!r}: use one of {', '.join(methods)}"))
     try:
         modalities = sorted({r.modality for p in scores for r in read_rows(p)})
         labelled_tables([r for p in scores for r in read_rows(p)])  # fail early on bad labels
@@ -566,7 +693,9 @@ def calibrate(
         f"(measured {r['fpir_at_threshold']:.4f} on {r['nonmated_probes']} {r['threshold_from']}); "
         f"DIR rank 1 {r['dir_rank1_at_threshold']:.4f} on {r['mated_probes']} mated probes"
     )
-    console.print(f"written to {path}; identify uses it from now on (fusion_method={method})")
+    console.print(
+        f"written to {path}; identify uses it from now on (fusion_method={method})", markup=False
+    )
 
 
 @app.command()
@@ -602,11 +731,11 @@ def report(
         )
     for name, s in summary.items():
         console.print(
-            f"{name}: EER {s.get('eer', float('nan')):.4f}, "
+            f"{escape(str(name))}: EER {s.get('eer', float('nan')):.4f}, "
             f"TAR@FAR=1e-3 {s.get('tar_at_far_0.001', float('nan')):.4f}, "
             f"rank 1 {s.get('rank1', float('nan')):.4f}"
         )
-    console.print(f"{out}/report.md, {out}/report.html and PNG plots written")
+    console.print(f"{out}/report.md, {out}/report.html and PNG plots written", markup=False)
 
 
 @gallery_app.command("migrate")
@@ -628,7 +757,10 @@ def gallery_migrate(
     except (BiofuseError, ValueError, OSError) as exc:
         _fail(exc)
         return
-    console.print(f"{result['migrated']} {modality} enrollments migrated from {source} to {target}")
+    console.print(
+        f"{result['migrated']} {modality} enrollments migrated from {source} to {target}",
+        markup=False,
+    )
     console.print_json(json.dumps(result["map"]))
 
 

@@ -1,23 +1,29 @@
 """One typed configuration: defaults < `biofuse.toml` < BIOFUSE_* environment variables.
 
 The file is `$BIOFUSE_CONFIG` if set, else `./biofuse.toml` if present. Each field
-can be overridden by `BIOFUSE_<FIELD>` (upper case), e.g. `BIOFUSE_NUM_GPUS=1`.
+can be overridden by `BIOFUSE_<FIELD>` (upper case), e.g. `BIOFUSE_NUM_GPUS=1`; lists
+are comma-separated (`BIOFUSE_MODALITIES=face,voice`), mappings JSON or comma-separated
+pairs (`BIOFUSE_FUSION_WEIGHTS=face=2,voice=0.5`). pydantic-settings reads both sources;
+`load_settings` also checks every configured model name against the registry, so a typo
+is one line at start-up, not a failure after Ray has started.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
 
 from biofuse.errors import ConfigError
@@ -60,7 +66,7 @@ class Settings(BaseModel):
     body_model: str = "mediapipe-pose-anthropometric"
     # gait and body hang on person tracks (a HOG pass at person_fps): add them for scenes where
     # whole bodies are in view; the default keeps face+voice archives at their speed
-    modalities: list[Literal["face", "voice", "gait", "body"]] = Field(
+    modalities: Annotated[list[Literal["face", "voice", "gait", "body"]], NoDecode] = Field(
         default_factory=lambda: ["face", "voice"]
     )
     face_fps: float = Field(5.0, gt=0)  # frames per second sent to the face detector
@@ -92,7 +98,8 @@ class Settings(BaseModel):
     fusion_method: Literal[
         "sum", "mean", "max", "weighted", "quality", "logistic", "gboost", "mlp"
     ] = "sum"
-    fusion_weights: dict[str, float] = Field(default_factory=dict)  # `weighted`: modality -> w
+    # `weighted`: modality -> w; env: JSON or `face=2,voice=0.5`
+    fusion_weights: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     # written by `biofuse calibrate`; when present, identify uses its calibrations and its
     # open-set threshold (fitted for a target FPIR) instead of prior_in_gallery's
     calibration_path: Path | None = None  # default: {home}/calibration.json
@@ -117,14 +124,14 @@ class Settings(BaseModel):
     gallery_shortlist: int = Field(200, ge=1)
     # analyst API tokens: "name[:role]=token" (audited as name; role analyst or admin),
     # "name[:role]=sha256:HEX" or a bare token; env: comma-separated. Kept as sha256 only.
-    api_tokens: list[str] = Field(default_factory=list)
+    api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # a file of such entries, one a line, unreadable by others (`biofuse serve --tokens-file`)
     api_tokens_file: Path | None = None
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8765, ge=1, le=65535)
     # Host names answered besides localhost/127.0.0.1/[::1] when bound to loopback (the name
     # a reverse proxy forwards); others get 400 (DNS rebinding). env: comma-separated
-    serve_allowed_hosts: list[str] = Field(default_factory=list)
+    serve_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("api_tokens")
     @classmethod
@@ -135,6 +142,29 @@ class Settings(BaseModel):
             return [hash_entry(e, f"entry {n}") for n, e in enumerate(entries, 1)]
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("modalities", "api_tokens", "serve_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: "face,voice"
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("fusion_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):  # from the environment: JSON
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object ({exc.msg})") from None
+        pairs = [part.strip() for part in text.split(",") if part.strip()]
+        if any("=" not in p for p in pairs):
+            raise ValueError("expected JSON or MODALITY=WEIGHT pairs, e.g. face=2,voice=0.5")
+        return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
@@ -155,33 +185,78 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("BIOFUSE_SHARED_DATA", default))
 
 
-def _from_environment() -> dict[str, object]:
-    values: dict[str, object] = {}
-    for name, field in Settings.model_fields.items():
-        raw = os.environ.get(f"BIOFUSE_{name.upper()}")
-        if raw is None:
-            continue
-        if field.annotation is not None and "list" in str(field.annotation):
-            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+# the TOML file `load_settings` reads, for `_Sources.settings_customise_sources`
+_TOML_FILE: ContextVar[Path | None] = ContextVar("biofuse_toml_file", default=None)
+
+
+class _Sources(Settings, BaseSettings):
+    """Settings gathered by pydantic-settings: arguments > BIOFUSE_* variables > the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BIOFUSE_", extra="forbid", validate_assignment=True, case_sensitive=False
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get()
+        if toml_file is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+
+
+def _one_line(exc: ValidationError, path: Path | None) -> str:
+    """Each problem as `field: what is wrong`, on one line; values are not echoed (secrets)."""
+    where = f"{path} or BIOFUSE_* variables" if path else "BIOFUSE_* variables"
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {field!r}")
         else:
-            values[name] = raw
-    return values
+            problems.append(f"{field} (BIOFUSE_{field.split('.')[0].upper()}): {error['msg']}")
+    return f"invalid configuration in {where}: " + "; ".join(problems)
+
+
+def check_model_names(settings: Settings) -> None:
+    """Every configured model name is a registry model of its modality (before anything starts)."""
+    from biofuse.registry import SPECS
+
+    for modality in ("face", "voice", "gait", "body"):
+        name = getattr(settings, f"{modality}_model")
+        spec = SPECS.get(name)
+        if spec is None or spec.modality != modality:
+            known = ", ".join(s.name for s in SPECS.values() if s.modality == modality)
+            raise ConfigError(
+                f"invalid configuration: {modality}_model {name!r} is not a {modality} model; "
+                f"use one of {known} (`biofuse models list`)"
+            )
 
 
 def load_settings(path: Path | None = None, **overrides: object) -> Settings:
     """Settings from the file, then the environment, then explicit overrides."""
-    values: dict[str, object] = {}
     path = path or (Path(os.environ["BIOFUSE_CONFIG"]) if "BIOFUSE_CONFIG" in os.environ else None)
     if path is None and Path("biofuse.toml").exists():
         path = Path("biofuse.toml")
     if path is not None:
-        try:
-            values.update(tomllib.loads(Path(path).read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    values.update(_from_environment())
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        try:  # read here first: a clear message for a missing file or a TOML syntax error
+            tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    token = _TOML_FILE.set(Path(path) if path is not None else None)
     try:
-        return Settings(**values)
+        loaded = _Sources(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**loaded.model_dump())
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise ConfigError(_one_line(exc, path)) from None
+    finally:
+        _TOML_FILE.reset(token)
+    check_model_names(settings)
+    return settings

@@ -1,5 +1,14 @@
 """One exception hierarchy: every user-facing failure says what was wrong and what to do."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def without_path(path: str | Path, message: str) -> str:
+    """An error's reason without the path it starts with, where a report already names the file."""
+    return message.removeprefix(f"{path}: ")
+
 
 class BiofuseError(Exception):
     """Base of every error biofuse raises on purpose."""

@@ -49,6 +49,33 @@ class DecodeInterrupted(MediaError):
         self.decoded_s = decoded_s
 
 
+def scan_videos(root: Path) -> tuple[list[Path], dict[str, str]]:
+    """The files under `root` named like videos, in a stable order, and the entries so named
+    that are no file to decode (a broken symbolic link, a FIFO, a folder), each with why.
+
+    Files with other suffixes are not videos and are not reported. A FIFO is never opened.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root], {}
+    if not root.is_dir():
+        raise MediaError(f"{root}: no such file or folder")
+    videos: list[Path] = []
+    skipped: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        if p.is_file():
+            videos.append(p)
+        elif p.is_symlink() and not p.exists():
+            skipped[str(p)] = "a broken symbolic link"
+        elif p.is_dir():
+            skipped[str(p)] = "a folder, not a video file"
+        else:
+            skipped[str(p)] = "not a regular file (a FIFO, socket or device)"
+    return videos, skipped
+
+
 def content_hash(path: Path, chunk: int = 4 << 20) -> str:
     """sha256 of the bytes: a video's identity in the catalog, whatever its name."""
     digest = hashlib.sha256()
@@ -56,6 +83,13 @@ def content_hash(path: Path, chunk: int = 4 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _why(exc: BaseException) -> str:
+    """A decoder error in words: FFmpeg's message without its errno number or the C call."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc)
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -67,7 +101,7 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise MediaError(f"{path}: not a readable media file ({exc})") from exc
+        raise MediaError(f"{path}: not a readable media file ({_why(exc)})") from exc
 
 
 def probe(path: Path) -> MediaInfo:
@@ -124,9 +158,9 @@ def iter_frames(path: Path, fps: float | None = None) -> Iterator[Frame]:
                 yield Frame(index, time_s, frame.to_ndarray(format="rgb24"))
         except av.FFmpegError as exc:
             if index < 0:
-                raise MediaError(f"{path}: no decodable video frames ({exc})") from exc
+                raise MediaError(f"{path}: no decodable video frames ({_why(exc)})") from exc
             raise DecodeInterrupted(
-                f"{path}: decoding stopped at {last_time:.1f} s ({exc})", last_time
+                f"{path}: decoding stopped at {last_time:.1f} s ({_why(exc)})", last_time
             ) from exc
         if index < 0:
             raise MediaError(f"{path}: the video stream has no frames")
@@ -148,10 +182,10 @@ def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.FFmpegError as exc:
             if not chunks:
-                raise MediaError(f"{path}: no decodable audio ({exc})") from exc
+                raise MediaError(f"{path}: no decodable audio ({_why(exc)})") from exc
             decoded = sum(len(c) for c in chunks) / sample_rate
             raise DecodeInterrupted(
-                f"{path}: audio decoding stopped at {decoded:.1f} s ({exc})", decoded
+                f"{path}: audio decoding stopped at {decoded:.1f} s ({_why(exc)})", decoded
             ) from exc
     if not chunks:
         return np.zeros(0, np.float32)
@@ -163,6 +197,9 @@ def read_image(path: Path) -> np.ndarray:
     with _open(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: not an image")
-        for frame in container.decode(video=0):
-            return frame.to_ndarray(format="rgb24")
+        try:
+            for frame in container.decode(video=0):
+                return frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as exc:  # a text file named .jpg opens, then fails to decode
+            raise MediaError(f"{path}: not a decodable image ({_why(exc)})") from exc
     raise MediaError(f"{path}: the image has no decodable frame")

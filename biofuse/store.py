@@ -16,6 +16,7 @@ so an object store needs no biofuse setting beyond `store_url`.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,50 @@ class EmbeddingStore:
             group["units"][start:stop] = np.asarray([unit] * len(rows), dtype=str)
             group.attrs["committed"] = stop  # the commit point
             return len(rows)
+        except OSError as exc:
+            raise _write_error(self.root, exc) from exc
+        finally:
+            if lock is not None and lock.is_locked:
+                lock.release()
+
+    def erase(self, modality: str, model_id: str, drop: Callable[[str], bool]) -> int:
+        """Remove every committed row whose key `drop` selects (`biofuse gallery forget`).
+
+        The rows kept move up in their order, the commit point comes down to them, and
+        the freed rows are overwritten with blanks, so no erased vector stays on disk in
+        the group. Returns how many rows were erased. Writers wait on the group's lock;
+        run it while no `identify` reads the group.
+        """
+        lock = None
+        try:
+            lock = self._lock(modality, model_id)
+            if lock is not None:
+                lock.acquire()
+            try:
+                group = self._open_group(modality, model_id, mode="r+")
+            except FileNotFoundError:
+                return 0
+            committed = int(group.attrs.get("committed", 0))
+            keys = _strings(group["keys"][:committed])
+            keep = np.array([not drop(str(k)) for k in keys], bool)
+            kept = int(keep.sum())
+            if kept == committed:
+                return 0
+            vectors = np.asarray(group["vectors"][:committed])[keep]
+            quality = np.asarray(group["quality"][:committed])[keep]
+            units = _strings(group["units"][:committed])[keep]
+            group["vectors"][:kept] = vectors
+            group["quality"][:kept] = quality
+            group["keys"][:kept] = keys[keep]
+            group["units"][:kept] = units
+            group.attrs["committed"] = kept  # the commit point
+            gone = committed - kept
+            group["vectors"][kept:committed] = np.zeros((gone, vectors.shape[1]), np.float32)
+            group["quality"][kept:committed] = np.zeros(gone, np.float32)
+            group["keys"][kept:committed] = np.asarray([""] * gone, dtype=str)
+            group["units"][kept:committed] = np.asarray([""] * gone, dtype=str)
+            self._units.pop(f"{modality}/{model_id}", None)
+            return gone
         except OSError as exc:
             raise _write_error(self.root, exc) from exc
         finally:

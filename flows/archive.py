@@ -77,14 +77,7 @@ def list_archive(archive: Path) -> list[Path]:
     Files with other suffixes are ignored; a file with a video suffix that is not a
     video (empty, truncated, renamed text) is listed and fails with its reason.
     """
-    archive = Path(archive)
-    if archive.is_file():
-        return [archive]
-    if not archive.is_dir():
-        raise MediaError(f"{archive}: no such file or folder")
-    return sorted(
-        p for p in archive.rglob("*") if p.is_file() and p.suffix.lower() in media.VIDEO_SUFFIXES
-    )
+    return media.scan_videos(Path(archive))[0]
 
 
 def register_videos(ctx: Context, paths: list[Path]) -> list[int]:
@@ -240,8 +233,10 @@ def process_archive(
     local = archive
     if "://" in archive and not archive.startswith("file://"):
         local = str(stage_archive(archive, ctx.settings.home / "staging"))
-    paths = list_archive(Path(local.removeprefix("file://")))
-    video_ids = register_videos(ctx, paths)
+    paths, ignored = media.scan_videos(Path(local.removeprefix("file://")))
+    for path, reason in ignored.items():
+        logger.warning("skipped %s: %s", path, reason)
+    video_ids = list(dict.fromkeys(register_videos(ctx, paths)))  # the same bytes twice: one
     pending = [v for v in video_ids if ctx.catalog.video(v).status != DONE]
     logger.info("%d videos, %d to process", len(video_ids), len(pending))
     for kind in pipeline_kinds(ctx.settings):  # load models once, before videos race for them

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from biofuse import media
 from biofuse.catalog import DONE, Enrollment, Identity, Result, SpeechSegment, Track, Video
-from biofuse.errors import GalleryError, MediaError
+from biofuse.errors import GalleryError, MediaError, without_path
 from biofuse.store import StoredRows
 from flows.archive import list_archive, process_one_video, register_videos
 from flows.context import Context
@@ -77,6 +77,47 @@ def _video_rows(ctx: Context, path: Path, digest: str) -> dict[str, Embeddings]:
     return rows
 
 
+def check_enrollment_file(path: Path) -> None:
+    """Raise MediaError unless `path` is a photo, recording or video that decodes.
+
+    Cheap: a photo's one frame is decoded, a recording's or video's headers are read.
+    Every input is checked before the first is enrolled, so a bad file in the list
+    cannot leave the call half-done.
+    """
+    if path.is_dir():
+        raise MediaError(f"{path}: a folder, not a photo, recording or video")
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a regular file")
+    suffix = path.suffix.lower()
+    if suffix in media.IMAGE_SUFFIXES:
+        media.read_image(path)
+    elif suffix in media.AUDIO_SUFFIXES:
+        if not media.probe(path).has_audio:
+            raise MediaError(f"{path}: no audio stream")
+    elif not media.probe(path).has_video:
+        raise MediaError(f"{path}: no video stream")
+
+
+def check_enrollment_files(paths: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The files that can be enrolled, and the reason for each that cannot."""
+    good: list[str] = []
+    bad: dict[str, str] = {}
+    for raw in paths:
+        try:
+            check_enrollment_file(Path(raw))
+        except MediaError as exc:
+            bad[raw] = without_path(raw, str(exc))
+        else:
+            good.append(raw)
+    return good, bad
+
+
+# files finished per `progress_key` of a running `enroll` (read by the CLI's progress bar)
+ENROLL_PROGRESS: dict[str, int] = {}
+
+
 def enroll_media(ctx: Context, identity: str, path: Path) -> dict[str, int]:
     """Embed one enrollment file and record it; enrolling the same file again writes nothing."""
     digest = media.content_hash(path)
@@ -127,15 +168,23 @@ def enroll(
     media_paths: list[str],
     config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
+    progress_key: str | None = None,
 ) -> dict[str, Any]:
-    """Add evidence of one identity from photos, audio and videos; bad files are reported."""
+    """Add evidence of one identity from photos, audio and videos; bad files are reported.
+
+    Every file is checked before any is enrolled; those that fail the check are
+    reported in `errors` and skipped.
+    """
     ctx = Context.open(config_path, **(overrides or {}))
-    report: dict[str, Any] = {"identity": identity, "files": {}, "errors": {}}
-    for raw in media_paths:
+    good, errors = check_enrollment_files(media_paths)
+    report: dict[str, Any] = {"identity": identity, "files": {}, "errors": errors}
+    for raw in good:
         try:
             report["files"][raw] = enroll_media(ctx, identity, Path(raw))
         except MediaError as exc:
-            report["errors"][raw] = str(exc)
+            report["errors"][raw] = without_path(raw, str(exc))
+        if progress_key is not None:
+            ENROLL_PROGRESS[progress_key] = ENROLL_PROGRESS.get(progress_key, 0) + 1
     # identify reads the current gallery version; new rows join it at the next rebuild
     snapshot = current_gallery(ctx.catalog)
     report["gallery_version"] = snapshot.number if isinstance(snapshot, GallerySnapshot) else None

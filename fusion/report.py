@@ -40,11 +40,18 @@ def rows_from_trials(trials: list[Trial], modality: str = "score") -> list[Score
 def read_rows(path: str | Path) -> list[ScoreRow]:
     """A score CSV (header starting `probe,`) or a bob 4-column file, told apart by content."""
     path = Path(path)
-    with open(path) as handle:
-        first = handle.readline()
-    if first.startswith("probe,"):
-        return read_score_csv(path)
-    return rows_from_trials(read_four_column(path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+        if first.startswith("probe,"):
+            return read_score_csv(path)
+        return rows_from_trials(read_four_column(path))
+    except UnicodeDecodeError:  # a video or another binary file given by mistake
+        raise ValueError(f"{path}: not a score file (binary data, not UTF-8 text)") from None
+    except ValueError as exc:  # every parse error names the file it came from
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def labelled_tables(rows: list[ScoreRow]) -> LabelledScores:

@@ -101,3 +101,31 @@ def test_content_hash_ignores_the_name(tmp_path: Path) -> None:
     (tmp_path / "a.mp4").write_bytes(b"same bytes")
     (tmp_path / "b.avi").write_bytes(b"same bytes")
     assert media.content_hash(tmp_path / "a.mp4") == media.content_hash(tmp_path / "b.avi")
+
+
+def test_decoder_errors_read_as_words_without_errno(tmp_path: Path) -> None:
+    (tmp_path / "notes.mp4").write_text("a text file, renamed\n" * 50)
+    (tmp_path / "notes.jpg").write_text("a text file, renamed\n" * 50)
+    for read in (media.probe, media.read_image):
+        path = tmp_path / ("notes.mp4" if read is media.probe else "notes.jpg")
+        with pytest.raises(MediaError) as caught:
+            read(path)
+        assert "Errno" not in str(caught.value) and "Invalid data found" in str(caught.value)
+        assert str(caught.value).count(str(path)) == 1
+
+
+def test_scan_reports_what_is_named_like_a_video_but_is_no_file(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "absent.mp4")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "folder.avi").mkdir()
+    (tmp_path / "readme.txt").write_text("not named like a video: not reported")
+    videos, skipped = media.scan_videos(tmp_path)
+    assert videos == [tmp_path / "a.mp4"]
+    assert skipped == {
+        str(tmp_path / "folder.avi"): "a folder, not a video file",
+        str(tmp_path / "gone.mp4"): "a broken symbolic link",
+        str(tmp_path / "pipe.mp4"): "not a regular file (a FIFO, socket or device)",
+    }

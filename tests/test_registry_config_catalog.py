@@ -272,3 +272,35 @@ def test_concurrent_claims_give_each_video_to_exactly_one_worker(catalog: Catalo
     with ThreadPoolExecutor(4) as pool:
         taken = list(pool.map(worker, ["w0", "w1", "w2", "w3"]))
     assert sorted(v for mine in taken for v in mine) == ids
+
+
+def test_config_reads_lists_and_fusion_weights_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path))
+    monkeypatch.setenv("BIOFUSE_FUSION_WEIGHTS", "face=2, voice=0.5")
+    monkeypatch.setenv("BIOFUSE_MODALITIES", "face, gait")
+    settings = load_settings()
+    assert settings.fusion_weights == {"face": 2.0, "voice": 0.5}  # was: not settable
+    assert settings.modalities == ["face", "gait"]
+    monkeypatch.setenv("BIOFUSE_FUSION_WEIGHTS", '{"face": 3, "gait": 1.5}')
+    assert load_settings().fusion_weights == {"face": 3.0, "gait": 1.5}
+    monkeypatch.setenv("BIOFUSE_FUSION_WEIGHTS", "face")
+    with pytest.raises(ConfigError, match="fusion_weights"):
+        load_settings()
+
+
+@pytest.mark.parametrize("kind", ["face", "voice", "gait", "body"])
+def test_config_refuses_a_model_name_of_no_registry_model(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path))
+    monkeypatch.setenv(f"BIOFUSE_{kind.upper()}_MODEL", "resemblyzer-ge2f")
+    # face_model is a Literal of the face models; the others are checked against the registry
+    expected = "face_model .*adaface-ir18" if kind == "face" else f"{kind}_model 'resemblyzer-ge2f'"
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()
+    monkeypatch.setenv(f"BIOFUSE_{kind.upper()}_MODEL", "dlib-resnet")  # a model of another kind
+    if kind != "face":
+        with pytest.raises(ConfigError, match=f"not a {kind} model"):
+            load_settings()

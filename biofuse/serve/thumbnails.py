@@ -71,10 +71,16 @@ def crop_box(kind: str, box: list[float], width: int, height: int) -> tuple[int,
     return a, b, c, d
 
 
+def cached_paths(cache_dir: Path, track_key: str, video: Path) -> list[Path]:
+    """Where a track's face and body thumbnails are cached (`biofuse gallery forget` erases)."""
+    name = hashlib.sha1(f"{video}|{track_key}".encode()).hexdigest()[:20]
+    return [cache_dir / f"{name}-{kind}.jpg" for kind in ("face", "body")]
+
+
 def thumbnail(cache_dir: Path, track_key: str, kind: str, video: Path, boxes: list) -> Path:
     """The cached JPEG of a track's face or body; made on first request."""
-    name = hashlib.sha1(f"{video}|{track_key}".encode()).hexdigest()[:20]
-    target = cache_dir / f"{name}-{kind}.jpg"
+    face, body = cached_paths(cache_dir, track_key, video)
+    target = face if kind == "face" else body
     if target.is_file():
         return target
     box = best_box(boxes)
