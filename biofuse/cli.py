@@ -184,11 +184,14 @@ def _already_done(paths: list[Path]) -> int | None:
     """The number of distinct videos when every file's content is processed already (the
     catalog's `done`), else None: then the archive flow runs, with Ray and Prefect."""
     from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
 
     from biofuse import media
     from biofuse.catalog import DONE, Catalog, Video
 
-    catalog = Catalog(load_settings().catalog_url)
+    # read only, no migration (alembic costs seconds): a catalog that is new or older than
+    # this code fails the query, and the flow (which migrates) takes over
+    catalog = Catalog(load_settings().catalog_url, upgrade=False)
     try:
         digests = set()
         for path in paths:
@@ -201,8 +204,11 @@ def _already_done(paths: list[Path]) -> int | None:
         with catalog.session() as s:
             for start in range(0, len(pending), 500):
                 chunk = pending[start : start + 500]
-                statuses = s.scalars(select(Video.status).where(Video.content_hash.in_(chunk)))
-                statuses = list(statuses)
+                try:
+                    query = select(Video.status).where(Video.content_hash.in_(chunk))
+                    statuses = list(s.scalars(query))
+                except SQLAlchemyError:
+                    return None
                 if len(statuses) < len(chunk) or any(v != DONE for v in statuses):
                     return None
                 found += len(statuses)

@@ -57,9 +57,9 @@ def _faiss():  # type: ignore[no-untyped-def]
 
 
 def _ivf_lists(rows: int) -> int:
-    """About 4 sqrt(n) inverted lists, at least 1, and at most rows / 39 (k-means needs
+    """About sqrt(n) inverted lists, at least 1, and at most rows / 39 (k-means needs
     ~39 training points per centroid)."""
-    return int(max(1, min(4 * np.sqrt(rows), rows // 39)))
+    return int(max(1, min(np.sqrt(rows), rows // 39)))
 
 
 def build_index(templates: np.ndarray, kind: str, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -83,10 +83,12 @@ def build_index(templates: np.ndarray, kind: str, seed: int = 0):  # type: ignor
         quantiser = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFPQ(quantiser, dim, _ivf_lists(n), m, bits, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
+        index.cp.niter = 10
         sample = x
-        if n > 256 * 1024:  # train on a seeded draw: k-means and PQ need far fewer rows
+        cap = max(64 * index.nlist, 256 * 39)  # enough for k-means and the PQ's 256 centroids
+        if n > cap:  # train on a seeded draw: k-means and PQ need far fewer rows than a gallery
             rng = np.random.default_rng(seed)
-            sample = x[np.sort(rng.choice(n, 256 * 1024, replace=False))]
+            sample = x[np.sort(rng.choice(n, cap, replace=False))]
         index.train(sample)
         index.nprobe = min(IVF_NPROBE, index.nlist)
     else:

@@ -270,7 +270,7 @@ def test_prefect_home_defaults_to_the_biofuse_home(
 
 
 def test_process_of_an_archive_already_processed_answers_from_the_catalog(
-    home: Path, tmp_path: Path, shared_data: Path
+    home: Path, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing new to do: answered in seconds, before Ray and Prefect start (was ~35 s)."""
     import shutil
@@ -312,3 +312,5 @@ def test_process_of_an_archive_already_processed_answers_from_the_catalog(
     catalog.update_video(video.id, status=FAILED)
     assert _already_done([archive / "a.mp4"]) is None
     catalog.engine.dispose()
+    monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path / "new-home"))  # no catalog yet: the flow
+    assert _already_done([archive / "a.mp4"]) is None
