@@ -348,26 +348,71 @@ def _person_evidence(
 
 
 def _speech_segments(
-    path: Path, prefix: str, settings: Settings, voice_call: VoiceCall, evidence: VideoEvidence
+    path: Path,
+    prefix: str,
+    settings: Settings,
+    voice_call: VoiceCall,
+    evidence: VideoEvidence,
+    stream: bool = True,
 ) -> None:
     """Speech turns with their speaker (when diarizing) and the person track they belong to.
 
     Diarizing, the VAD's speech regions are cut into speaker turns, and each turn's key carries
     its speaker (`{prefix}:spkNN@start-end`); otherwise every VAD turn stands alone
     (`{prefix}:voice@start-end`). The encoder embeds each turn of at least `min_turn_s`.
-    """
-    from modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
-    from modalities.voice.resemblyzer_voice import turn_segments
-    from modalities.voice.vad import detect_speech
 
+    `stream` (the default): the audio is decoded a block at a time into the streaming VAD and
+    a temporary file under the home, and embedded a batch of spans at a time
+    (modalities/voice/stream.py), so memory does not grow with the recording's length;
+    the turns and rows are those of the whole-file path (`stream=False`).
+    """
+    from modalities.voice.stream import SpilledAudio
+    from modalities.voice.vad import StreamingVAD
+
+    vad: StreamingVAD | None = None
+    samples: Any
     try:
-        samples = media.read_audio(path)
+        if stream:
+            samples = SpilledAudio(Path(settings.home) / "tmp")
+            vad = StreamingVAD(settings.vad)
+            for block in media.iter_audio(path):
+                samples.append(block)
+                vad.feed(block)
+        else:
+            samples = media.read_audio(path)
     except media.DecodeInterrupted as exc:
         evidence.notes.append(f"audio truncated: {exc}")
+        if vad is not None:
+            samples.close()
         return
+    try:
+        _speech_turns(prefix, settings, voice_call, evidence, samples, vad)
+    finally:
+        if vad is not None:
+            samples.close()
+
+
+def _speech_turns(
+    prefix: str,
+    settings: Settings,
+    voice_call: VoiceCall,
+    evidence: VideoEvidence,
+    samples: Any,
+    vad: Any,
+) -> None:
+    from modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
+    from modalities.voice.resemblyzer_voice import turn_segments
+    from modalities.voice.stream import embed_in_batches
+    from modalities.voice.vad import detect_speech, noise_floor, noise_power
+
+    def detect(**kw: Any) -> list[SpeechTurn]:
+        if vad is not None:
+            return vad.turns(**kw)
+        return detect_speech(samples, method=settings.vad, **kw)
+
     labelled: list[tuple[SpeechTurn, str | None]]
     if settings.diarize:
-        regions = detect_speech(samples, method=settings.vad, min_turn_s=MIN_REGION_S, max_turn_s=0)
+        regions = detect(min_turn_s=MIN_REGION_S, max_turn_s=0)
         window_s = max(1.5, settings.min_turn_s)  # every window must be long enough to embed
         params = DiarizationParams(
             window_s=window_s,
@@ -378,20 +423,30 @@ def _speech_segments(
         result = diarize(samples, regions, voice_call, params, key=f"{prefix}:win")
         labelled = list(result.turns(min_turn_s=settings.min_turn_s))
     else:
-        turns = detect_speech(samples, method=settings.vad, min_turn_s=settings.min_turn_s)
+        turns = detect(min_turn_s=settings.min_turn_s)
         labelled = [(turn, None) for turn in turns]
     if not labelled:
         evidence.notes.append("no speech found")
         return
-    segments = turn_segments(samples, [turn for turn, _ in labelled], f"{prefix}:voice")
-    for segment, (turn, speaker) in zip(segments, labelled):
-        if speaker is not None:
-            segment.key = turn_key(prefix, speaker, turn)
-    rows = voice_call(segments)
+    all_turns = [turn for turn, _ in labelled]
+    if vad is not None:  # the recording's noise floor from the streamed 30 ms frame powers
+        floor = noise_floor(vad.powers(), all_turns, vad.frame / vad.sample_rate)
+    else:
+        floor = noise_power(samples, all_turns)
+    by_key: dict[str, tuple[SpeechTurn, str | None]] = {}
+
+    def segments(a: int, b: int) -> list[Any]:  # a batch of turns' audio at a time
+        cut = turn_segments(samples, all_turns[a:b], f"{prefix}:voice", floor=floor)
+        for segment, (turn, speaker) in zip(cut, labelled[a:b]):
+            if speaker is not None:
+                segment.key = turn_key(prefix, speaker, turn)
+            by_key[segment.key] = (turn, speaker)
+        return cut
+
+    rows = embed_in_batches(voice_call, segments, len(labelled))
     if len(rows) == 0:
         return
     evidence.voice = rows
-    by_key = {s.key: lab for s, lab in zip(segments, labelled)}
     kept = [by_key[key] for key in rows.keys]
     owners = link_turns(kept, evidence.tracks)
     for key, q, (turn, _), owner in zip(rows.keys, rows.quality, kept, owners):
