@@ -19,7 +19,7 @@ import numpy as np
 
 from modalities.base import Embeddings
 
-EMBED_BATCH = 64  # spans per encoder call: ~64 x 10 s of audio at most in memory at once
+EMBED_BATCH = 16  # spans per encoder call: at most 16 x 10 s of audio and their activations
 
 
 class SpilledAudio:
