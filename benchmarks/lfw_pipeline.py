@@ -1,13 +1,15 @@
 """LFW verification through the production face pipeline, for every configured face model.
 
 Each lfw-dev image goes through `flows.models.FaceFrameAnalyzer` exactly as a video frame
-does (HOG detection, 5 landmarks, alignment, embedding, per-face quality); the largest face
+does (detection, 5 landmarks, alignment, embedding, per-face quality); the largest face
 is the photo's subject. A photo where the pipeline finds no face gives no evidence, as in a
 video, so its pairs are scored -1 (a non-match). Figures per model: 3-fold accuracy with the
 threshold chosen on the other two folds, and TAR @ FAR=1e-2 (fusion/metrics.py).
 
     .venv/bin/python benchmarks/lfw_pipeline.py          # writes benchmarks/results/lfw_pipeline.*
     .venv/bin/python benchmarks/lfw_pipeline.py --home ~/.biofuse   # where `models add` put weights
+    .venv/bin/python benchmarks/lfw_pipeline.py --models dlib-resnet \
+        --detectors mtcnn:dlib5 mtcnn:points5 hog     # face detector (and MTCNN chip alignment)
 
 Models whose weights are not installed get a row saying so (AdaFace needs the user's .ckpt).
 """
@@ -74,7 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--models", nargs="*", default=list(FACE_MODELS))
     parser.add_argument("--limit", type=int, default=0, help="N evenly spaced pairs (smoke test)")
+    parser.add_argument(
+        "--detectors",
+        nargs="*",
+        default=["mtcnn", "hog"],
+        help="face_detector values; mtcnn:ALIGNMENT also sets MTCNN's chip alignment for dlib",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (MTCNN, AdaFace)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     lfw = (args.data or shared_data_dir()) / "lfw-dev"
     if not (lfw / "pairs.tsv").is_file():
@@ -88,14 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     folds = np.array([p.fold for p in pairs])
 
     rows: list[dict] = []
-    for name in args.models:
-        settings = load_settings(home=args.home, face_model=name)
+    for name, variant in [(m, d) for d in args.detectors for m in args.models]:
+        detector, _, alignment = variant.partition(":")
+        settings = load_settings(home=args.home, face_model=name, face_detector=detector)
         try:
             analyzer = FaceFrameAnalyzer(settings)
         except ModelMissingError as exc:
-            rows.append({"model": name, "status": "weights not installed", "reason": str(exc)})
+            rows.append(
+                {
+                    "model": name,
+                    "detector": variant,
+                    "status": "weights not installed",
+                    "reason": str(exc),
+                }
+            )
             print(f"{name}: weights not installed", file=sys.stderr)
             continue
+        if alignment and name == "dlib-resnet":
+            analyzer.detector.chip_alignment = alignment
+        variant = detector + (f":{analyzer.detector.chip_alignment}" if detector == "mtcnn" else "")
         t0 = time.perf_counter()
         analyzer.prepare("cpu")
         load_s = time.perf_counter() - t0
@@ -115,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "model": name,
+                "detector": variant,
                 "status": "ok",
                 "model_id": analyzer.model_id,
                 "flip_tta": settings.face_flip_tta if name != "dlib-resnet" else None,
@@ -127,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 **run,
             }
         )
-        print(f"{name}: done", file=sys.stderr)
+        print(f"{name} {variant}: done", file=sys.stderr)
 
     result = {
         "benchmark": "lfw-dev pairs.tsv through flows.models.FaceFrameAnalyzer",
@@ -160,19 +184,20 @@ def markdown(r: dict) -> str:
         "folds. A photo with no face found gives no evidence: its pairs score "
         f"{r['no_face_score']:g} (never accepted).",
         "",
-        "| model | 3-fold accuracy (mean ± std) | thresholds | TAR @ FAR=1e-2 | EER | "
+        "| model | detector | 3-fold accuracy (mean ± std) | thresholds | TAR @ FAR=1e-2 | EER | "
         "images without a face | 3-fold accuracy on pairs with both faces | ms/image (wall) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in r["models"]:
         if m["status"] != "ok":
-            lines.append(f"| {m['model']} | {m['status']} | | | | | | |")
+            lines.append(f"| {m['model']} | {m.get('detector', '')} | {m['status']} | | | | | | |")
             continue
         a, b = m["all_pairs"], m["pairs_with_both_faces"]
         k = a["kfold_accuracy"]
         ths = " / ".join(f"{t:.3f}" for t in k["thresholds"].values())
         lines.append(
-            f"| {m['model']} (`{m['model_id']}`) | {pct(k['mean'])} ± {100 * k['std']:.2f} | "
+            f"| {m['model']} (`{m['model_id']}`) | {m.get('detector', 'hog')} | "
+            f"{pct(k['mean'])} ± {100 * k['std']:.2f} | "
             f"{ths} | {pct(a['tar_at_far_1e-2'])} | {pct(a['eer'])} | "
             f"{m['images_without_face']} ({m['pairs_without_face']} pairs) | "
             f"{pct(b['kfold_accuracy']['mean'])} on {b['pairs']} | {m['ms_per_image_wall']:.1f} |"

@@ -75,6 +75,11 @@ class Settings(BaseModel):
     # grows as 1/person_min_height_px^2.
     person_fps: float = Field(10.0, ge=0)
     person_min_height_px: float = Field(64.0, gt=0)  # smallest person HOG looks for
+    # face detector: mtcnn (facenet-pytorch's bundled nets, batched on the face actor's device;
+    # on lfw-dev frames it finds 99 % of 24-px faces, 92 % at 16, 53 % at 12; HOG 0 % below 32,
+    # benchmarks/results/face_distance*.md) or hog (dlib's; ~0.7x MTCNN's CPU per frame)
+    face_detector: Literal["mtcnn", "hog"] = "mtcnn"
+    face_min_px: float = Field(12.0, ge=4)  # MTCNN: smallest face box side it looks for
     face_upsample: int = Field(1, ge=0)  # dlib HOG upsampling: 1 finds faces down to ~40 px
     face_flip_tta: bool = True  # AdaFace: fuse each chip with its mirror (2x compute)
     track_iou: float = Field(0.3, gt=0, lt=1)

@@ -141,6 +141,15 @@ CARDS: dict[str, Card] = {
             ),
         ),
     ),
+    "kprpe-vit-base-webface4m": Card(
+        trained_on="WebFace4M (CVLface release, AdaFace loss)",
+        limits=(
+            "needs the five landmarks on the aligned chip; a bad landmark moves its encoding",
+            "not yet wired into the face path: registry entry and exact graph only",
+        ),
+        not_alone="Naming a person from one low-quality frame",
+        figures=(),
+    ),
     "ecapa-voxceleb": Card(
         trained_on="VoxCeleb 1 and 2 (SpeechBrain release)",
         limits=("its diarization threshold is not tuned here",),
@@ -149,6 +158,15 @@ CARDS: dict[str, Card] = {
     ),
     "gaitbase-casiab": Card(
         trained_on="CASIA-B subjects 001-074 (OpenGait release)",
+        limits=(
+            "CASIA-B is 124 young people in one lab corridor; clothing changes cut accuracy",
+            "needs clean silhouettes from a roughly side or oblique view",
+        ),
+        not_alone="Naming a person: gait is supporting evidence",
+        figures=(),
+    ),
+    "deepgaitv2-casiab": Card(
+        trained_on="CASIA-B subjects 001-074 (OpenGait release, DeepGaitV2_casiab.yaml)",
         limits=(
             "CASIA-B is 124 young people in one lab corridor; clothing changes cut accuracy",
             "needs clean silhouettes from a roughly side or oblique view",

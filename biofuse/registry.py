@@ -65,6 +65,8 @@ ADAFACE_CONVERTER = "modalities.face.adaface:convert_for_registry"
 # The other user-added models: checked in full, then installed as they are.
 ECAPA_INSTALLER = "modalities.voice.ecapa:install_for_registry"
 GAITBASE_INSTALLER = "modalities.gait.gaitbase:install_for_registry"
+DEEPGAITV2_INSTALLER = "modalities.gait.deepgaitv2:install_for_registry"
+KPRPE_INSTALLER = "modalities.face.kprpe:install_for_registry"
 CLIP_STUDENT_INSTALLER = "modalities.body.clip_student:install_for_registry"
 
 SPECS: dict[str, ModelSpec] = {
@@ -121,6 +123,17 @@ SPECS: dict[str, ModelSpec] = {
             extra={"converter": ADAFACE_CONVERTER, "depth": "101"},
         ),
         ModelSpec(
+            name="kprpe-vit-base-webface4m",
+            modality="face",
+            files={"weights": "kprpe-vit-base-webface4m.safetensors"},
+            licence="MIT (mk-minchul/CVLface code); weights: WebFace4M's terms (research only)",
+            provenance="user-provided official CVLface release "
+            "(minchul/cvlface_adaface_vit_base_kprpe_webface4m: model.safetensors or "
+            "pretrained_model/model.pt), converted to safetensors",
+            description="KP-RPE ViT-base (AdaFace loss), 112x112 chip + 5 landmarks, 512-d",
+            extra={"converter": KPRPE_INSTALLER},
+        ),
+        ModelSpec(
             name="ecapa-voxceleb",
             modality="voice",
             files={"folder": "spkrec-ecapa-voxceleb"},
@@ -137,6 +150,17 @@ SPECS: dict[str, ModelSpec] = {
             provenance="user-provided official OpenGait checkpoint (GaitBase_DA-60000.pt)",
             description="GaitBase (ResNet9 + HPP), 256x16 part embeddings, part-mean Euclidean",
             extra={"converter": GAITBASE_INSTALLER},
+        ),
+        ModelSpec(
+            name="deepgaitv2-casiab",
+            modality="gait",
+            files={"weights": "deepgaitv2-casiab.safetensors"},
+            licence="OpenGait (check the release's terms)",
+            provenance="user-provided official OpenGait checkpoint (DeepGaitV2-60000.pt, "
+            "configs/deepgaitv2/DeepGaitV2_casiab.yaml), converted to safetensors",
+            description="DeepGaitV2 p3d (layers 1,1,1,1), 256x16 part embeddings, part-mean "
+            "Euclidean",
+            extra={"converter": DEEPGAITV2_INSTALLER},
         ),
         ModelSpec(
             name="gei-pca-lda-casiab",

@@ -126,7 +126,7 @@ class BatchingModelActor:
 # Per model kind: the setting naming its model, and the settings that change its outputs.
 # Actors are shared by name, so two configurations that differ in any of these get their own.
 KIND_SETTINGS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "face": ("face_model", ("face_upsample", "face_flip_tta")),
+    "face": ("face_model", ("face_detector", "face_min_px", "face_upsample", "face_flip_tta")),
     "voice": ("voice_model", ("min_turn_s",)),
     "gait": ("gait_model", ()),
     "body": ("body_model", ()),

@@ -53,7 +53,8 @@ class FrameFaces:
     vectors: np.ndarray  # (n, dim) unit rows
     quality: np.ndarray  # (n,)
     inter_eye_px: np.ndarray  # (n,)
-    detector_score: np.ndarray | None = None  # (n,) HOG SVM margin, 0 at its threshold
+    # (n,) HOG SVM margin (0 at its threshold) or MTCNN's half-logit probability (score_to_margin)
+    detector_score: np.ndarray | None = None
     feature_norm: np.ndarray | None = None  # (n,) AdaFace's pre-normalisation norm; NaN: none
 
 
@@ -64,11 +65,14 @@ class FaceFrameAnalyzer:
     """Detect, align and embed every face of a batch of frames in one model call.
 
     Detection and embedding sit in one actor so that chips (the pixels) never
-    cross a process boundary; only boxes and vectors leave. Every face model shares
-    dlib's HOG detector; dlib-resnet aligns with dlib's 5 points onto its 150-px chip,
-    AdaFace with the 68-point predictor onto the ArcFace 112-px template (the 5-point
-    model has no mouth corners; on lfw-dev the 68-point template alignment scores
-    97.89 % vs dlib's own chips' 97.33 %, benchmarks/results/lfw_alignment.md).
+    cross a process boundary; only boxes and vectors leave. The detector is `face_detector`:
+    MTCNN (default; batched over the call's frames on the actor's device, faces down to
+    ~`face_min_px`) or dlib's HOG. dlib-resnet gets its 150-px chip from dlib's 5-point
+    predictor (HOG: on the HOG box; MTCNN: as `mtcnn_detect.DEFAULT_CHIP_ALIGNMENT` says,
+    measured on lfw-dev). AdaFace is aligned onto the ArcFace 112-px template from MTCNN's
+    own five points, or with HOG from the 68-point predictor (the 5-point model has no mouth
+    corners; on lfw-dev the 68-point template alignment scores 97.89 % vs dlib's own chips'
+    97.33 %, benchmarks/results/lfw_alignment.md).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -80,20 +84,30 @@ class FaceFrameAnalyzer:
         registry = Registry(settings.models_dir)
         dlib_model = registry.resolve("dlib-resnet")  # detector + landmarks for every model
         self.name = name
+        self.adaface = name != "dlib-resnet"
         self.landmarker: Any = None
         self.embedder: Any
-        if name == "dlib-resnet":
-            self.detector = DlibFaceDetector(dlib_model, upsample=settings.face_upsample)
+        if settings.face_detector == "mtcnn":
+            from modalities.face.mtcnn_detect import DEFAULT_CHIP_ALIGNMENT, MtcnnFaceDetector
+
+            self.detector: Any = MtcnnFaceDetector(
+                dlib_model,
+                min_face_px=settings.face_min_px,
+                chip_alignment="none" if self.adaface else DEFAULT_CHIP_ALIGNMENT,
+            )
+        else:
+            self.detector = DlibFaceDetector(
+                dlib_model, upsample=settings.face_upsample, make_chips=not self.adaface
+            )
+        if not self.adaface:
             self.embedder = DlibFaceEmbedder(dlib_model, batch_size=settings.batch_size)
         else:
             from modalities.face.adaface import MODEL_DEPTHS, AdaFaceEmbedder
             from modalities.face.align import Dlib68Landmarker
 
             resolved = registry.resolve(name)  # a clear "biofuse models add" error if absent
-            self.detector = DlibFaceDetector(
-                dlib_model, upsample=settings.face_upsample, make_chips=False
-            )
-            self.landmarker = Dlib68Landmarker()
+            if settings.face_detector == "hog":
+                self.landmarker = Dlib68Landmarker()
             self.embedder = AdaFaceEmbedder(
                 resolved,
                 MODEL_DEPTHS[name],
@@ -105,15 +119,21 @@ class FaceFrameAnalyzer:
         self.outlier_cos = same_person_cos(name)  # for aggregate_track on this model's rows
 
     def prepare(self, device: str = "cpu") -> None:
-        """dlib runs on the CPU; AdaFace goes to `device` (CUDA: bf16, channels_last)."""
+        """MTCNN and AdaFace go to `device` (AdaFace on CUDA: bf16, channels_last); dlib is CPU."""
         self.detector.prepare(device)
         if self.landmarker is not None:
             self.landmarker.prepare(device)
         self.embedder.prepare(device)
 
+    def _points5(self, image: np.ndarray, det: Any) -> np.ndarray:
+        """The ArcFace template's five points: MTCNN's own, else from the 68-point predictor."""
+        if det.points5 is not None:
+            return det.points5
+        return self.landmarker.landmarks5(image, det.box)
+
     def _embed(self, images: Sequence[np.ndarray], faces: list[tuple[int, int, Any]]) -> Any:
         """Rows for every (frame, index, detection), in that order."""
-        if self.landmarker is None:
+        if not self.adaface:
             from modalities.face.dlib_face import FaceChip
 
             return self.embedder.embed(
@@ -124,9 +144,7 @@ class FaceFrameAnalyzer:
 
         aligned = [
             AlignedFace(
-                f"{f}:{d}",
-                align_face(images[f], self.landmarker.landmarks5(images[f], det.box)),
-                det.quality,
+                f"{f}:{d}", align_face(images[f], self._points5(images[f], det)), det.quality
             )
             for f, d, det in faces
         ]
@@ -140,7 +158,7 @@ class FaceFrameAnalyzer:
         rows = self._embed(images, faces)
         scores = np.array([det.score for _, _, det in faces], np.float32)
         eyes = np.array([det.inter_eye_px for _, _, det in faces], np.float32)
-        if self.landmarker is None:
+        if not self.adaface:
             norms = np.full(len(faces), np.nan, np.float32)
             quality = rows.quality
         else:
@@ -211,7 +229,12 @@ class BodyEmbedder(ConfiguredExtractor):
             self._use(AnthropometricBodyExtractor(resolved))
 
 
-GAIT_MODELS = ("gei-pca-lda-casiab", "gaitbase-casiab", "gait-compact-casiab")
+GAIT_MODELS = (
+    "gei-pca-lda-casiab",
+    "gaitbase-casiab",
+    "gait-compact-casiab",
+    "deepgaitv2-casiab",
+)
 
 
 class GaitEmbedder(ConfiguredExtractor):
@@ -229,6 +252,18 @@ class GaitEmbedder(ConfiguredExtractor):
             from modalities.gait.gei import GeiGaitExtractor
 
             self._use(GeiGaitExtractor(resolved))
+        elif name == "deepgaitv2-casiab":
+            from modalities.gait.deepgaitv2 import DEEPGAITV2_CASIAB, load_deepgaitv2_safetensors
+            from modalities.gait.extractors import GaitBaseExtractor
+
+            self._use(
+                GaitBaseExtractor(
+                    resolved,
+                    DEEPGAITV2_CASIAB,  # type: ignore[arg-type]  # same embedding_shape API
+                    loader=load_deepgaitv2_safetensors,
+                    packed=False,
+                )
+            )
         else:
             from modalities.gait.compact import COMPACT_CONFIG
             from modalities.gait.extractors import GaitBaseExtractor

@@ -12,7 +12,7 @@ from modalities.base import l2_normalise
 Metric = Literal["cosine", "mean-cosine", "gait-euclidean"]
 GAIT_PARTS = 16  # GaitBase's horizontal parts: store rows are [channels, parts] flattened C-order
 # models compared by OpenGait's part-mean Euclidean distance; every other model by cosine
-PART_EUCLIDEAN_MODELS = frozenset({"gaitbase-casiab", "gait-compact-casiab"})
+PART_EUCLIDEAN_MODELS = frozenset({"gaitbase-casiab", "gait-compact-casiab", "deepgaitv2-casiab"})
 # Face models score a probe by its quality-weighted mean cosine to the identity's enrolled
 # rows ("mean-cosine"), the score their calibrations were fitted on (one image against one
 # image, fusion/default_calibration.json). The cosine to the renormalised mean of the rows

@@ -28,4 +28,9 @@ echo "installing biofuse and its dependencies into .venv (first time: a few minu
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 # The last MediaPipe that bundles its models; see pyproject.toml for why --no-deps.
 .venv/bin/python -m pip install --quiet --no-deps mediapipe==0.10.21
+# MTCNN, the default face detector (its P/R/O-Net weights ship in the wheel). facenet-pytorch
+# 2.6.0 declares torch<2.3, torchvision<0.18, numpy<2 and Pillow<10.3, so it goes in without
+# its dependencies; it runs on torch 2.11 + torchvision 0.26 (pyproject.toml), tested by
+# tests/test_face_mtcnn.py.
+.venv/bin/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 echo "$want" > "$stamp"

@@ -314,3 +314,26 @@ def test_process_of_an_archive_already_processed_answers_from_the_catalog(
     catalog.engine.dispose()
     monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path / "new-home"))  # no catalog yet: the flow
     assert _already_done([archive / "a.mp4"]) is None
+
+
+def test_demo_truth_is_per_track_and_bystanders_are_expected_unknown() -> None:
+    """A sample video shows one person; another (smaller) face in the same photo is a bystander
+    whom nobody enrolled: expected 'unknown', never counted against the video's person."""
+    from biofuse.cli import BYSTANDER, _expected_decisions
+
+    decisions = [
+        {"video_id": 1, "probe": "a:t0000"},
+        {"video_id": 1, "probe": "a:t0001"},
+        {"video_id": 2, "probe": "b:t0000"},
+        {"video_id": 2, "probe": "b:spk00"},
+    ]
+    truth = {"cam01.mp4": "Tony_Blair", "cam02.mp4": None}
+    names = {1: "cam01.mp4", 2: "cam02.mp4"}
+    widths = {"a:t0000": 31.0, "a:t0001": 80.0, "b:t0000": 40.0}
+    expected = _expected_decisions(decisions, truth, names, widths)
+    assert expected == {
+        "a:t0000": "unknown" + BYSTANDER,
+        "a:t0001": "Tony_Blair",
+        "b:t0000": "unknown",
+        "b:spk00": "unknown",
+    }

@@ -418,9 +418,9 @@ def test_ecapa_added_through_the_cli_is_the_pipelines_voice_model(
 
 
 def test_an_unknown_voice_model_names_the_ones_that_work(tmp_path: Path) -> None:
+    """Refused when the settings are read, before any actor could start."""
     from biofuse.config import load_settings
-    from flows.models import VoiceEmbedder
+    from biofuse.errors import ConfigError
 
-    settings = load_settings(home=str(tmp_path), voice_model="xvector-kaldi")
-    with pytest.raises(ModelMissingError, match="'resemblyzer-ge2e', 'ecapa-voxceleb'"):
-        VoiceEmbedder(settings)
+    with pytest.raises(ConfigError, match="use one of resemblyzer-ge2e, ecapa-voxceleb"):
+        load_settings(home=str(tmp_path), voice_model="xvector-kaldi")

@@ -128,20 +128,30 @@ def lfw_face(shared_data: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flip_tta", [True, False])
+@pytest.mark.parametrize(("flip_tta", "detector"), [(True, "hog"), (False, "hog"), (True, "mtcnn")])
 def test_analyzer_aligns_and_embeds_like_the_reference_network(
-    home: Path, ir18, lfw_face: np.ndarray, flip_tta: bool
+    home: Path, ir18, lfw_face: np.ndarray, flip_tta: bool, detector: str
 ) -> None:
-    """One LFW photo through FaceFrameAnalyzer == the seeded graph on our own aligned chip."""
+    """One LFW photo through FaceFrameAnalyzer == the seeded graph on our own aligned chip.
+
+    HOG faces are aligned from the 68-point predictor's five points, MTCNN faces from MTCNN's.
+    """
     _, backbone = ir18
-    settings = load_settings(home=home, face_model="adaface-ir18", face_flip_tta=flip_tta)
+    settings = load_settings(
+        home=home, face_model="adaface-ir18", face_flip_tta=flip_tta, face_detector=detector
+    )
     analyzer = FaceFrameAnalyzer(settings)
     analyzer.prepare("cpu")
     (faces,) = analyzer.analyze([lfw_face])
     assert analyzer.model_id.startswith("adaface-ir18-") and analyzer.dim == 512
     assert faces.vectors.shape == (1, 512) and faces.boxes.shape == (1, 4)
 
-    chip = align_face(lfw_face, Dlib68Landmarker().landmarks5(lfw_face, tuple(faces.boxes[0])))
+    if detector == "hog":
+        points = Dlib68Landmarker().landmarks5(lfw_face, tuple(faces.boxes[0]))
+    else:
+        ((det,),) = analyzer.detector.detect([lfw_face])
+        points = det.points5
+    chip = align_face(lfw_face, points)
     reference = build_ir(18)
     reference.load_state_dict(backbone, strict=True)
     x = chips_to_input(torch.from_numpy(chip[None]))

@@ -102,12 +102,13 @@ def test_tokens_are_kept_hashed_and_no_error_shows_a_secret(tmp_path: Path) -> N
     settings = load_settings(home=str(tmp_path), api_tokens=[f"alice={TOKEN}"])
     assert settings.api_tokens == [f"alice:analyst=sha256:{digest(TOKEN)}"]
     assert TOKEN not in repr(settings) and TOKEN not in settings.model_dump_json()
-    for bad in (["alice=short-SECRET"], "alice=LONG-ENOUGH-SECRET-VALUE"):
+    # a string is a comma-separated list (as from the environment); a table is the wrong type
+    for bad in (["alice=short-SECRET"], {"alice": "LONG-ENOUGH-SECRET-VALUE"}):
         with pytest.raises(ConfigError) as caught:
             load_settings(home=str(tmp_path), api_tokens=bad)
         assert "SECRET" not in str(caught.value), caught.value
     config = tmp_path / "biofuse.toml"
-    config.write_text('api_tokens = "alice=LONG-ENOUGH-SECRET-VALUE"\n')
+    config.write_text('api_tokens = { alice = "LONG-ENOUGH-SECRET-VALUE" }\n')
     with pytest.raises(ConfigError, match="api_tokens") as caught:
         load_settings(config)
     assert "SECRET" not in str(caught.value)

@@ -52,11 +52,18 @@ class FaceDetection:
     """One face in one frame, with everything the embedder and the tracker need."""
 
     box: Box  # x0, y0, x1, y1 in pixels, clipped to the frame
-    landmarks5: np.ndarray  # (5, 2) float32: two corners per eye, then the base of the nose
-    score: float  # HOG detector confidence; FORCED_BOX_SCORE for a box given by the caller
+    # (5, 2) float32, the detector's own five: HOG (dlib's predictor) two corners per eye, then
+    # the base of the nose; MTCNN eye centres, nose tip, mouth corners (as `points5`)
+    landmarks5: np.ndarray
+    # HOG: SVM margin, FORCED_BOX_SCORE for a box given by the caller; MTCNN: half the logit
+    # of its probability (mtcnn_detect.score_to_margin), so face_quality treats both alike
+    score: float
     inter_eye_px: float  # distance between the eye centres, the usual face-size measure
     chip: np.ndarray  # (150, 150, 3) uint8 RGB, aligned as the ResNet expects (or (0, 0, 3))
     quality: float  # face_quality(score, inter_eye_px)
+    # eye centres, nose tip, mouth corners (the ArcFace template's points) when the detector
+    # gives them (MTCNN); None for HOG, whose 5 points are eye corners and the nose base
+    points5: np.ndarray | None = None
 
     @property
     def area(self) -> float:

@@ -10,7 +10,8 @@ Euclidean distance per horizontal part, averaged over parts (smaller = more alik
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ class GaitBaseExtractor:
         config: GaitBaseConfig = GAITBASE_CASIAB,
         max_frames_per_call: int = 2048,
         max_frames_per_sequence: int | None = None,
+        loader: Callable[[Path], torch.nn.Module] | None = None,
+        packed: bool = True,
     ) -> None:
         self.model = model
         self.config = config
@@ -47,7 +50,11 @@ class GaitBaseExtractor:
         self.dim = channels * parts
         self.max_frames_per_call = max_frames_per_call
         self.max_frames_per_sequence = max_frames_per_sequence
-        self._net: GaitBase | None = None
+        # DeepGaitV2 shares this extractor: its own loader, and `packed=False` (its temporal
+        # convolution would see the next sequence's frames in a packed batch).
+        self._loader = loader or (lambda path: load_gaitbase(path, self.config))
+        self.packed = packed
+        self._net: GaitBase | torch.nn.Module | None = None
         self._device = "cpu"
 
     @property
@@ -57,7 +64,7 @@ class GaitBaseExtractor:
     def prepare(self, device: str = "cpu") -> None:
         """Load the checkpoint once (weights-only, strict); later calls only move devices."""
         if self._net is None:
-            self._net = load_gaitbase(self.model.paths["weights"], self.config)
+            self._net = self._loader(self.model.paths["weights"])
         if device != self._device:
             self._net.to(device)
             self._device = device
@@ -95,6 +102,8 @@ class GaitBaseExtractor:
     @torch.no_grad()
     def _forward(self, sequences: list[np.ndarray]) -> np.ndarray:
         assert self._net is not None
+        if not self.packed and len(sequences) > 1:
+            return np.concatenate([self._forward([s]) for s in sequences])
         packed = torch.from_numpy(base_sil_cutting(np.concatenate(sequences)))[None]
         embeddings = self._net(packed.to(self._device), [len(s) for s in sequences])
         return embeddings.reshape(len(sequences), -1).float().cpu().numpy()
