@@ -21,8 +21,9 @@ their per-pixel median (people move, the street stays), then analyses them.
 
 A moving camera (pan, shake, zoom) turns most of the frame into foreground; the pass then
 says the frame is unusable (None) and the caller sends it to the HOG detector. Global motion
-is the phase-correlation shift between consecutive frames (on a quarter-size grey image) or
-a foreground fraction above `max_foreground_fraction`. After the camera settles, the model
+is a phase-correlation shift between consecutive frames (on a quarter-size grey image) above
+`max_shift_px` in two frames running (until three are still), or a foreground fraction above
+`max_foreground_fraction`. After the camera settles, the model
 restarts (a fresh warm-up) before frames are trusted again.
 """
 
@@ -102,6 +103,8 @@ class BackgroundPersonPass:
         self._model: cv2.BackgroundSubtractorMOG2 | None = None
         self._pending: list[tuple[float, np.ndarray, np.ndarray]] = []  # time, small, frame
         self._previous_small: np.ndarray | None = None
+        self._shifted_run = self._still_run = 0
+        self._moving = False
         self.frames_background = 0
         self.frames_fallback = 0
 
@@ -110,12 +113,13 @@ class BackgroundPersonPass:
     def feed(self, time_s: float, image: np.ndarray) -> list[Decided]:
         moving = self._camera_moves(image)
         if moving:
-            # the background learnt so far is void: drop it and hand these frames to HOG
-            out = [(t, im, None) for t, _, im in self._pending] + [(time_s, image, None)]
-            self._pending.clear()
+            # the frames held so far (a still camera) are analysed with a background of their
+            # own; the one learnt is void from here on: this frame goes to HOG, and the model
+            # starts again once the camera has been still for a warm-up
+            out = self.finish()
             self._model = None
-            self.frames_fallback += len(out)
-            return out
+            self.frames_fallback += 1
+            return [*out, (time_s, image, None)]
         if self._model is None:
             self._pending.append((time_s, self._small(image), image))
             if len(self._pending) < self.warmup_frames:
@@ -156,7 +160,16 @@ class BackgroundPersonPass:
             return False
         window = cv2.createHanningWindow(small.shape[::-1], cv2.CV_32F)
         (dx, dy), response = cv2.phaseCorrelate(previous, small, window)
-        return response > 0.05 and 4.0 * float(np.hypot(dx, dy)) > self.max_shift_px
+        shifted = response > 0.05 and 4.0 * float(np.hypot(dx, dy)) > self.max_shift_px
+        # two frames in a row: people walking past jitter a single estimate (on vtest up to
+        # 7 px once in 200 frames), a pan or a shake lasts; it ends after three still frames
+        self._shifted_run = self._shifted_run + 1 if shifted else 0
+        self._still_run = 0 if shifted else self._still_run + 1
+        if self._shifted_run >= 2:
+            self._moving = True
+        elif self._still_run >= 3:
+            self._moving = False
+        return self._moving
 
     # -- one frame ---------------------------------------------------------------------------
 
