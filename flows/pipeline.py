@@ -72,9 +72,9 @@ class VideoEvidence:
 
 
 def needs_person_tracks(settings: Settings) -> bool:
-    """Person tracks cost a HOG pass at `person_fps` (0.3-0.9 s per 768x576 frame on CPU,
-    benchmarks/results/person_tracking.md): they are made when a modality that hangs on a
-    person's body (gait, body) is configured."""
+    """Person tracks cost a person pass at `person_fps` (background subtraction ~25 ms, HOG
+    0.3-0.9 s per 768x576 frame on CPU, benchmarks/results/person_tracking.md): they are made
+    when a modality that hangs on a person's body (gait, body) is configured."""
     return settings.person_fps > 0 and bool({"gait", "body"} & set(settings.modalities))
 
 
