@@ -51,6 +51,8 @@ RESULTS = REPO / "benchmarks" / "results"
 def quiet_prefect(scratch: Path) -> None:
     """A throw-away Prefect home and no telemetry: must run before prefect is imported."""
     os.environ["PREFECT_HOME"] = str(scratch / "prefect")
+    (scratch / "prefect").mkdir(parents=True, exist_ok=True)  # its API database lives there
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # busy host
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 

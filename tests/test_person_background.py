@@ -159,3 +159,33 @@ def test_the_pipeline_uses_the_configured_person_detector(
     else:
         assert hog.frames == 0 and all(with_masks[:10])
         assert all(len(p.boxes) == 0 for _, p in persons[14:])  # nobody: no fallback
+
+
+@pytest.mark.slow
+def test_gait_silhouettes_come_from_the_foreground_masks(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fixed camera the gait rows are made from the background masks: the selfie
+    segmenter (the fallback) is never built."""
+    import modalities.body.silhouettes as silhouettes
+    from flows.actors import local_handle
+    from flows.pipeline import analyze_video
+
+    clip = _write(_vtest_frames(shared_data, 60), tmp_path / "vtest_6s.mp4")
+    monkeypatch.setattr(silhouettes, "_DEFAULT_SEGMENTERS", {})
+    settings = Settings(home=tmp_path / "home")
+    seen: list = []
+
+    def gait(items: list) -> object:
+        seen.extend(items)
+        return local_handle("gait", settings)(items)
+
+    gait.model_id = "gait"  # type: ignore[attr-defined]
+    person = local_handle("person", settings)
+    evidence = analyze_video(clip, "ab" * 32, settings, None, None, person, gait_call=gait)
+    people = {t.key for t in evidence.tracks if t.kind == "person"}
+    assert len(people) >= 3
+    assert evidence.gait is not None and len(evidence.gait) >= 3
+    assert set(evidence.gait.keys) <= people
+    assert silhouettes._DEFAULT_SEGMENTERS == {}  # selfie segmentation never ran
+    assert all(s.frames.shape[1:] == (64, 64) and len(s.frames) >= 8 for s in seen)
