@@ -174,7 +174,7 @@ def track_silhouettes(
     return SilhouetteSequence(key=key, frames=np.stack(kept), quality=quality)
 
 
-MIN_MASK_FRAMES = 8  # fewer usable foreground masks than this: segment the crops instead
+MIN_MASK_FRAMES = 8  # fewer usable foreground masks than this (in a longer track): segment
 MIN_MASK_SHARE = 0.5  # ... or masks for fewer than this share of the track's frames
 
 
@@ -191,6 +191,7 @@ def mask_silhouettes(key: str, masks: Sequence[Any]) -> SilhouetteSequence | Non
         for sil in (pretreat_silhouette(m.unpack()) for m in masks if m is not None)
         if sil is not None
     ]
-    if len(kept) < MIN_MASK_FRAMES or len(kept) < MIN_MASK_SHARE * len(masks):
+    # a short track with a mask in every frame is usable: segmenting its crops gives no more
+    if len(kept) < min(MIN_MASK_FRAMES, len(masks)) or len(kept) < MIN_MASK_SHARE * len(masks):
         return None
     return SilhouetteSequence(key=key, frames=np.stack(kept), quality=len(kept) / len(masks))
