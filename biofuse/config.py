@@ -64,17 +64,22 @@ class Settings(BaseModel):
     # mediapipe-pose-anthropometric ships offline (MediaPipe Pose); clip3dreid-student-rn50
     # needs `biofuse models add clip3dreid-student-rn50 FILE`
     body_model: str = "mediapipe-pose-anthropometric"
-    # gait and body hang on person tracks (a HOG pass at person_fps): add them for scenes where
+    # gait and body hang on person tracks (a person pass at person_fps): add them for scenes where
     # whole bodies are in view; the default keeps face+voice archives at their speed
     modalities: Annotated[list[Literal["face", "voice", "gait", "body"]], NoDecode] = Field(
         default_factory=lambda: ["face", "voice"]
     )
     face_fps: float = Field(5.0, gt=0)  # frames per second sent to the face detector
-    # person tracks (HOG people detector + ByteTrack-style tracker), made when gait or body is
-    # among the modalities; 0 turns them off (faces then form their own tracks). HOG's cost
-    # grows as 1/person_min_height_px^2.
+    # person tracks (person_detector below + ByteTrack-style tracker), made when gait or body
+    # is among the modalities; 0 turns them off (faces then form their own tracks). HOG's cost
+    # grows as 1/person_min_height_px^2; background subtraction's barely.
     person_fps: float = Field(10.0, ge=0)
-    person_min_height_px: float = Field(64.0, gt=0)  # smallest person HOG looks for
+    person_min_height_px: float = Field(64.0, gt=0)  # smallest person looked for
+    # how people are found: "background" subtraction (OpenCV MOG2, fixed cameras; its masks
+    # make the gait silhouettes), "hog" (OpenCV's people detector, any camera, ~10x slower),
+    # or "auto": background, with HOG for the frames where the camera moves
+    # (benchmarks/results/person_tracking.md)
+    person_detector: Literal["auto", "background", "hog"] = "auto"
     # face detector: mtcnn (facenet-pytorch's bundled nets, batched on the face actor's device;
     # on lfw-dev frames it finds 99 % of 24-px faces, 92 % at 16, 53 % at 12; HOG 0 % below 32,
     # benchmarks/results/face_distance*.md) or hog (dlib's; ~0.7x MTCNN's CPU per frame)

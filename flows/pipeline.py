@@ -72,9 +72,9 @@ class VideoEvidence:
 
 
 def needs_person_tracks(settings: Settings) -> bool:
-    """Person tracks cost a HOG pass at `person_fps` (0.3-0.9 s per 768x576 frame on CPU,
-    benchmarks/results/person_tracking.md): they are made when a modality that hangs on a
-    person's body (gait, body) is configured."""
+    """Person tracks cost a person pass at `person_fps` (background subtraction ~25 ms, HOG
+    0.3-0.9 s per 768x576 frame on CPU, benchmarks/results/person_tracking.md): they are made
+    when a modality that hangs on a person's body (gait, body) is configured."""
     return settings.person_fps > 0 and bool({"gait", "body"} & set(settings.modalities))
 
 
@@ -122,6 +122,10 @@ def _frame_pass(
     calls = {"face": face_call, "person": person_call}
     found: dict[str, list[tuple[float, Any]]] = {"face": [], "person": []}
     batches: dict[str, list[media.Frame]] = {kind: [] for kind in samplers}
+    # a fixed camera: people by background subtraction, here, over this video's frames in
+    # order (the subtractor is stateful; an actor batching many videos' frames cannot hold
+    # it); only frames it cannot use (the camera moves) go to the HOG actor
+    background = _background_pass(settings) if "person" in samplers else None
 
     def flush(kind: str) -> None:
         batch = batches[kind]
@@ -136,15 +140,56 @@ def _frame_pass(
             evidence.decoded_s = frame.time_s
             for kind, sampler in samplers.items():
                 if sampler.wants(frame.time_s):
-                    batches[kind].append(frame)
+                    if kind == "person" and background is not None:
+                        _background_frames(background, settings, frame, found, batches)
+                    else:
+                        batches[kind].append(frame)
                     if len(batches[kind]) >= FRAMES_PER_CALL:
                         flush(kind)
     except media.DecodeInterrupted as exc:
         evidence.notes.append(f"video truncated: {exc}")
+    if background is not None:
+        _background_frames(background, settings, None, found, batches)
+        if background.frames_fallback:
+            evidence.notes.append(
+                f"person: {background.frames_fallback} frames without a usable background "
+                f"({'HOG' if settings.person_detector == 'auto' else 'skipped'})"
+            )
     for kind in samplers:
         flush(kind)
+    found["person"].sort(key=lambda item: item[0])
     evidence.frames_analyzed = len(found["face"]) or len(found["person"])
     return found["face"], found["person"]
+
+
+def _background_pass(settings: Settings) -> Any:
+    if settings.person_detector == "hog":
+        return None
+    from modalities.body.background import BackgroundPersonPass
+
+    return BackgroundPersonPass(min_height_px=settings.person_min_height_px)
+
+
+def _background_frames(
+    background: Any,
+    settings: Settings,
+    frame: media.Frame | None,
+    found: dict[str, list[tuple[float, Any]]],
+    batches: dict[str, list[media.Frame]],
+) -> None:
+    """Feed a person frame (None: the end of the video) to the background pass; the frames it
+    decides join `found`, those it cannot use go to the HOG batch ("auto") or stay empty."""
+    from modalities.body.person_detect import FramePersons
+
+    decided = background.finish() if frame is None else background.feed(frame.time_s, frame.image)
+    for time_s, image, people in decided:
+        if people is not None:
+            found["person"].append((time_s, people))
+        elif settings.person_detector == "auto":
+            batches["person"].append(media.Frame(-1, time_s, image))
+        else:
+            empty = FramePersons(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+            found["person"].append((time_s, empty))
 
 
 def _face_owner(face: LinkedTrack, persons: list[LinkedTrack], tolerance_s: float) -> int | None:
@@ -179,8 +224,12 @@ def _face_tracks(
     face_call: FaceCall | None,
     evidence: VideoEvidence,
     person_call: PersonCall | None = None,
+    person_masks: list[list[Any] | None] | None = None,
 ) -> list[LinkedTrack]:
     """Face and person tracks; faces join the person they sit on. Returns the person tracks.
+
+    `person_masks`, when given, receives each person frame's foreground masks (None for a
+    frame HOG analysed), indexed as the tracks' members are.
 
     A person track's key is `{prefix}:pNNNN`, a face seen on nobody's body (talking heads,
     bodies cut off by the frame) is a face-only track `{prefix}:tNNNN`. A person's face
@@ -200,6 +249,8 @@ def _face_tracks(
     persons: list[LinkedTrack] = []
     if person_call is not None:
         persons = track_persons([(t, p.boxes, p.scores) for t, p in per_person_frame])
+        if person_masks is not None:
+            person_masks.extend(getattr(p, "masks", None) for _, p in per_person_frame)
     tolerance_s = 0.5 / settings.person_fps if settings.person_fps > 0 else 0.0
     owner = {n: _face_owner(face, persons, tolerance_s + 1e-3) for n, face in enumerate(faces)}
     vectors, quality, keys = [], [], []
@@ -255,27 +306,37 @@ def _face_tracks(
 _BODY_MODELS_LOCK = threading.Lock()  # MediaPipe graphs are shared and not thread-safe
 
 
+def _middle(track: LinkedTrack) -> range:
+    """The members handed to gait and body: the middle TRACK_FRAMES_FOR_MODELS of the track."""
+    first = max(0, (len(track) - TRACK_FRAMES_FOR_MODELS) // 2)
+    return range(first, min(len(track), first + TRACK_FRAMES_FOR_MODELS))
+
+
 def _person_crops(
     path: Path,
     settings: Settings,
     persons: list[LinkedTrack],
     evidence: VideoEvidence,
     with_faces: bool,
+    only: set[int] | None = None,
 ) -> dict[int, tuple[list[np.ndarray], list[tuple[float, float, float, float]]]]:
     """A second decode: each person track's padded crops (and its boxes in them), middle part.
 
     Only crops are kept, never whole frames, so a long video costs no more memory than
-    TRACK_FRAMES_FOR_MODELS crops per track.
+    TRACK_FRAMES_FOR_MODELS crops per track. `only`: the tracks that need crops (default all).
     """
     wanted: dict[int, list[tuple[int, int]]] = {}  # person frame index -> [(track, member)]
     for n, track in enumerate(persons):
+        if only is not None and n not in only:
+            continue
         frames = [f for f, _ in track.members]
-        first = max(0, (len(frames) - TRACK_FRAMES_FOR_MODELS) // 2)
-        for m in range(first, min(len(frames), first + TRACK_FRAMES_FOR_MODELS)):
+        for m in _middle(track):
             wanted.setdefault(frames[m], []).append((n, m))
     out: dict[int, tuple[list[np.ndarray], list[tuple[float, float, float, float]]]] = {
         n: ([], []) for n in range(len(persons))
     }
+    if not wanted:
+        return out
     # decode as the first pass did, so that person frame i is the same picture
     sampler, index = _Rate(settings.person_fps), -1
     try:
@@ -309,16 +370,34 @@ def _person_evidence(
     body_call: TrackCall | None,
     evidence: VideoEvidence,
     with_faces: bool,
+    person_masks: list[list[Any] | None] | None = None,
 ) -> None:
-    """Silhouettes -> gait rows and poses (or crops) -> body rows, one per person track."""
-    crops = _person_crops(path, settings, persons, evidence, with_faces)
-    silhouettes, poses, people = [], [], []
+    """Silhouettes -> gait rows and poses (or crops) -> body rows, one per person track.
+
+    A track's silhouettes come from its background-subtraction masks where it has enough of
+    them; otherwise (HOG frames, masks OpenGait drops) from selfie segmentation of its crops.
+    """
+    from modalities.body.silhouettes import mask_silhouettes
+
+    from_masks: dict[int, Any] = {}
+    if gait_call is not None and person_masks:
+        for n, key in enumerate(keys):
+            members = [persons[n].members[m] for m in _middle(persons[n])]
+            masks = [None if person_masks[f] is None else person_masks[f][d] for f, d in members]
+            found = mask_silhouettes(key, masks)
+            if found is not None:
+                from_masks[n] = found
+    need = set(range(len(keys))) if body_call is not None else set()
+    if gait_call is not None:
+        need |= {n for n in range(len(keys)) if n not in from_masks}
+    crops = _person_crops(path, settings, persons, evidence, with_faces, need)
+    silhouettes, poses, people = list(from_masks.values()), [], []
     with _BODY_MODELS_LOCK:
         for n, key in enumerate(keys):
             images, boxes = crops[n]
             if not images:
                 continue
-            if gait_call is not None:
+            if gait_call is not None and n not in from_masks:
                 from modalities.body.silhouettes import track_silhouettes
 
                 found = track_silhouettes(key, images, boxes)
@@ -504,11 +583,22 @@ def analyze_video(
     prefix = content_hash[:16]
     evidence = VideoEvidence()
     if face_call is not None or person_call is not None:
-        persons = _face_tracks(path, prefix, settings, face_call, evidence, person_call)
+        person_masks: list[list[Any] | None] = []
+        persons = _face_tracks(
+            path, prefix, settings, face_call, evidence, person_call, person_masks
+        )
         if persons and (gait_call is not None or body_call is not None):
             keys = [t.key for t in evidence.tracks if t.kind == "person"]
             _person_evidence(
-                path, settings, persons, keys, gait_call, body_call, evidence, face_call is not None
+                path,
+                settings,
+                persons,
+                keys,
+                gait_call,
+                body_call,
+                evidence,
+                face_call is not None,
+                person_masks,
             )
     if voice_call is not None:
         if info.has_audio:
