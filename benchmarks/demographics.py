@@ -11,8 +11,13 @@ scores -1 against everyone (a missed face is a non-match). The scores then go th
     .venv/bin/python benchmarks/demographics.py            # dlib-resnet (the default)
     .venv/bin/python benchmarks/demographics.py --home ~/.biofuse --models dlib-resnet adaface-ir101
 
-Writes benchmarks/results/demographics.{md,json} and, per model, the report folder
-benchmarks/results/demographics/<model>/ (groups.md/html/json, DET plot).
+With `--widths` (default 24 16) the same probes are also seen small: each photo shrunk so its
+face is W px wide in a noisy 640x480 frame (as benchmarks/face_distance.py makes them); a face
+the detector misses scores -1 (a non-match). A system that fails at a distance for one group
+only is still unfair, so each size band gets its own table.
+
+Writes benchmarks/results/demographics.{md,json} and, per model and size band, the report
+folder benchmarks/results/demographics/<model>[@Wpx]/ (groups.md/html/json, DET plot).
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from lfw_dlib import write_atomic  # noqa: E402
-from lfw_pipeline import NO_FACE_SCORE, run_model  # noqa: E402
+from face_distance import IOU_MATCH, iou, make_frame  # noqa: E402
+from lfw_dlib import decode_rgb, write_atomic  # noqa: E402
+from lfw_pipeline import FRAMES_PER_CALL, NO_FACE_SCORE, run_model  # noqa: E402
 
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
 from biofuse.errors import ModelMissingError  # noqa: E402
@@ -41,8 +47,13 @@ from fusion.demographics import read_groups, write_group_report  # noqa: E402
 from fusion.report import LabelledScores  # noqa: E402
 
 
-def search_table(vectors: dict[str, np.ndarray | None], model: str) -> LabelledScores:
-    """Gallery: each multi-photo person's first photo with a face; probes: all the rest."""
+def search_table(
+    vectors: dict[str, np.ndarray | None],
+    model: str,
+    probe_vectors: dict[str, np.ndarray | None] | None = None,
+) -> LabelledScores:
+    """Gallery: each multi-photo person's first photo with a face; probes: all the rest
+    (their `probe_vectors` where given: the same photos seen small, at a distance)."""
     by_person: dict[str, list[str]] = defaultdict(list)
     for rel in sorted(vectors):
         by_person[rel.split("/")[-2]].append(rel)
@@ -59,7 +70,7 @@ def search_table(vectors: dict[str, np.ndarray | None], model: str) -> LabelledS
         for rel in photos:
             if gallery.get(person) == rel:
                 continue
-            v = vectors[rel]
+            v = (probe_vectors or vectors)[rel]
             rows.append(np.full(len(identities), NO_FACE_SCORE) if v is None else g @ v)
             # a non-mated probe is named by its person so the groups file finds its gender
             probes.append(rel if person in column else person)
@@ -73,6 +84,30 @@ def search_table(vectors: dict[str, np.ndarray | None], model: str) -> LabelledS
     )
 
 
+def small_faces(
+    analyzer: FaceFrameAnalyzer, lfw: Path, images: list[str], width: int, seed: int = 0
+) -> dict[str, np.ndarray | None]:
+    """Each photo's face shrunk to `width` px in a noisy 640x480 frame (the distance ladder of
+    face_distance.py); its embedding when the detector finds that face (IoU >= 0.5), else None."""
+    out: dict[str, np.ndarray | None] = {}
+    for start in range(0, len(images), FRAMES_PER_CALL):
+        names = images[start : start + FRAMES_PER_CALL]
+        framed = [
+            make_frame(
+                decode_rgb(lfw / rel), width, np.random.default_rng([seed, width, start + k])
+            )
+            for k, rel in enumerate(names)
+        ]
+        for rel, (_, box), faces in zip(
+            names, framed, analyzer.analyze([f for f, _ in framed]), strict=True
+        ):
+            overlaps = [iou(tuple(b), box) for b in faces.boxes]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            hit = best >= 0 and overlaps[best] >= IOU_MATCH
+            out[rel] = faces.vectors[best] if hit else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="shared data folder")
@@ -80,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--models", nargs="*", default=["dlib-resnet"])
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap draws over people")
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs="*",
+        default=[24, 16],
+        help="face size bands: probes shrunk to W px in 640x480 frames (face_distance.py)",
+    )
     args = parser.parse_args(argv)
 
     lfw = (args.data or shared_data_dir()) / "lfw-dev"
@@ -99,22 +141,27 @@ def main(argv: list[str] | None = None) -> int:
         analyzer.prepare("cpu")
         t0 = time.perf_counter()
         vectors = run_model(analyzer, lfw, images)["vectors"]
-        table = search_table(vectors, name)
-        result = write_group_report(
-            table, groups, args.out / "demographics" / name, None, args.boot
-        )
-        summary["models"][name] = {
-            "status": "ok",
-            "model_id": analyzer.model_id,
-            "seconds": time.perf_counter() - t0,
-            "images_without_face": sum(v is None for v in vectors.values()),
-            "gallery": len(table.identities),
-            "probes": len(table.probes),
-            "mated_probes": int((table.true_index >= 0).sum()),
-            "report": f"demographics/{name}/groups.md",
-            **result[name],
-        }
-        print(f"{name}: done", file=sys.stderr)
+        bands: list[tuple[str, dict | None]] = [(name, None)]
+        for width in args.widths:
+            bands.append((f"{name}@{width}px", small_faces(analyzer, lfw, images, width)))
+        for label, probe_vectors in bands:
+            table = search_table(vectors, label, probe_vectors)
+            folder = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+            result = write_group_report(
+                table, groups, args.out / "demographics" / folder, None, args.boot
+            )
+            summary["models"][label] = {
+                "status": "ok",
+                "model_id": analyzer.model_id,
+                "seconds": time.perf_counter() - t0,
+                "images_without_face": sum(v is None for v in (probe_vectors or vectors).values()),
+                "gallery": len(table.identities),
+                "probes": len(table.probes),
+                "mated_probes": int((table.true_index >= 0).sum()),
+                "report": f"demographics/{folder}/groups.md",
+                **result[label],
+            }
+            print(f"{label}: done", file=sys.stderr)
     summary["machine"] = {"cpus": os.cpu_count(), "loadavg_1min": os.getloadavg()[0]}
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / "demographics.json", json.dumps(summary, indent=2) + "\n")

@@ -117,6 +117,7 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
     """Find the people in every video of an archive and store their evidence."""
     from biofuse import media
 
+    began = time.perf_counter()
     try:
         paths, ignored = media.scan_videos(archive)
     except BiofuseError as exc:
@@ -127,6 +128,19 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
     total = len(paths)
     if not total:  # said at once, before Ray and Prefect start
         console.print(f"no video files in {escape(str(archive))}: processed 0 of 0 videos")
+        return
+    try:
+        done = _already_done(paths)
+    except BiofuseError as exc:
+        _fail(exc)
+        return
+    if done is not None:  # nothing new: answered from the catalog, before Ray and Prefect
+        console.print(
+            f"processed 0, failed 0, already done {done} of {done} videos "
+            f"in {time.perf_counter() - began:.1f} s"
+        )
+        if total > done:
+            console.print(f"{total - done} of the {total} files repeat another file's content")
         return
 
     from flows.actors import ensure_ray
@@ -164,6 +178,43 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
         console.print(f"{copies} of the {total} files repeat another file's content (one video)")
     if summary["failed"]:
         console.print("see `biofuse status` for the reasons")
+
+
+def _already_done(paths: list[Path]) -> int | None:
+    """The number of distinct videos when every file's content is processed already (the
+    catalog's `done`), else None: then the archive flow runs, with Ray and Prefect."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from biofuse import media
+    from biofuse.catalog import DONE, Catalog, Video
+
+    # read only, no migration (alembic costs seconds): a catalog that is new or older than
+    # this code fails the query, and the flow (which migrates) takes over
+    catalog = Catalog(load_settings().catalog_url, upgrade=False)
+    try:
+        digests = set()
+        for path in paths:
+            try:
+                digests.add(media.content_hash(path))
+            except OSError:
+                return None  # unreadable: the flow records why
+        found = 0
+        pending = sorted(digests)
+        with catalog.session() as s:
+            for start in range(0, len(pending), 500):
+                chunk = pending[start : start + 500]
+                try:
+                    query = select(Video.status).where(Video.content_hash.in_(chunk))
+                    statuses = list(s.scalars(query))
+                except SQLAlchemyError:
+                    return None
+                if len(statuses) < len(chunk) or any(v != DONE for v in statuses):
+                    return None
+                found += len(statuses)
+        return found
+    finally:
+        catalog.engine.dispose()
 
 
 # -- enroll ------------------------------------------------------------------------------

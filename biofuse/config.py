@@ -64,16 +64,21 @@ class Settings(BaseModel):
     # mediapipe-pose-anthropometric ships offline (MediaPipe Pose); clip3dreid-student-rn50
     # needs `biofuse models add clip3dreid-student-rn50 FILE`
     body_model: str = "mediapipe-pose-anthropometric"
-    # gait and body hang on person tracks (a HOG pass at person_fps): add them for scenes where
+    # gait and body hang on person tracks (a person pass at person_fps): add them for scenes where
     # whole bodies are in view; the default keeps face+voice archives at their speed
     # each one a declared modality (biofuse.registry.MODALITIES)
     modalities: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["face", "voice"])
     face_fps: float = Field(5.0, gt=0)  # frames per second sent to the face detector
-    # person tracks (HOG people detector + ByteTrack-style tracker), made when gait or body is
-    # among the modalities; 0 turns them off (faces then form their own tracks). HOG's cost
-    # grows as 1/person_min_height_px^2.
+    # person tracks (person_detector below + ByteTrack-style tracker), made when gait or body
+    # is among the modalities; 0 turns them off (faces then form their own tracks). HOG's cost
+    # grows as 1/person_min_height_px^2; background subtraction's barely.
     person_fps: float = Field(10.0, ge=0)
-    person_min_height_px: float = Field(64.0, gt=0)  # smallest person HOG looks for
+    person_min_height_px: float = Field(64.0, gt=0)  # smallest person looked for
+    # how people are found: "background" subtraction (OpenCV MOG2, fixed cameras; its masks
+    # make the gait silhouettes), "hog" (OpenCV's people detector, any camera, ~10x slower),
+    # or "auto": background, with HOG for the frames where the camera moves
+    # (benchmarks/results/person_tracking.md)
+    person_detector: Literal["auto", "background", "hog"] = "auto"
     # face detector: mtcnn (facenet-pytorch's bundled nets, batched on the face actor's device;
     # on lfw-dev frames it finds 99 % of 24-px faces, 92 % at 16, 53 % at 12; HOG 0 % below 32,
     # benchmarks/results/face_distance*.md) or hog (dlib's; ~0.7x MTCNN's CPU per frame)
@@ -117,6 +122,16 @@ class Settings(BaseModel):
     # this many per class: 48 genuine pairs gave Cllr 0.136 vs the shipped default's 0.096 on
     # LFW (benchmarks/gallery_calibration.py), and LLRs are capped at log(1 + pairs)
     gallery_min_calibration_pairs: int = Field(200, ge=2)
+    # gallery search (fusion/search.py): the index the rebuild writes beside each version for
+    # inner-product (cosine) models - auto: exact (IndexFlatIP) below gallery_index_min_rows
+    # templates, HNSW from there; ivfpq for memory (64-byte codes, shortlist rescored exactly)
+    gallery_index: Literal["auto", "exact", "hnsw", "ivfpq"] = "auto"
+    gallery_index_min_rows: int = Field(200_000, ge=1)
+    # identify scores every template of a modality up to this many identities (today's
+    # brute force); above it, only a shortlist of gallery_shortlist per probe from the index,
+    # each candidate then scored exactly in every modality
+    gallery_shortlist_above: int = Field(20_000, ge=0)
+    gallery_shortlist: int = Field(200, ge=1)
     # analyst API tokens: "name[:role]=token" (audited as name; role analyst or admin),
     # "name[:role]=sha256:HEX" or a bare token; env: comma-separated. Kept as sha256 only.
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -168,28 +168,38 @@ def iter_frames(path: Path, fps: float | None = None) -> Iterator[Frame]:
 
 def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
     """The first audio stream, downmixed to mono float32 at `sample_rate` Hz."""
+    chunks = list(iter_audio(path, sample_rate))
+    if not chunks:
+        return np.zeros(0, np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def iter_audio(path: Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """`read_audio`'s samples as they are decoded, a block at a time (their concatenation is
+    `read_audio`'s array): a long recording never has to be in memory whole."""
     with _open(path) as container:
         if not container.streams.audio:
             raise MediaError(f"{path}: no audio stream")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
+        decoded = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    decoded += len(block)
+                    yield block
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                decoded += len(block)
+                yield block
         except av.FFmpegError as exc:
-            if not chunks:
+            if not decoded:
                 raise MediaError(f"{path}: no decodable audio ({_why(exc)})") from exc
-            decoded = sum(len(c) for c in chunks) / sample_rate
             raise DecodeInterrupted(
-                f"{path}: audio decoding stopped at {decoded:.1f} s ({_why(exc)})", decoded
+                f"{path}: audio decoding stopped at {decoded / sample_rate:.1f} s ({_why(exc)})",
+                decoded / sample_rate,
             ) from exc
-    if not chunks:
-        return np.zeros(0, np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from biofuse.store import EmbeddingStore
 from flows.actors import KIND_SETTINGS, ModelHandle, ensure_ray, local_handle, start_actors
 from flows.models import configured_spec
 from flows.pipeline import VideoEvidence, analyze_video, pipeline_kinds
+
+_STARTING = threading.Lock()  # videos analysed in parallel threads start each model kind once
 
 
 @dataclass
@@ -32,17 +35,26 @@ class Context:
 
     def model(self, kind: str, use_ray: bool = True) -> ModelHandle:
         """The model for `kind` in a Ray actor (default) or in this process."""
-        if kind not in self.handles:
-            if use_ray:
-                ensure_ray(self.settings)
-                self.actors[kind], self.handles[kind] = start_actors(kind, self.settings)
-            else:
-                self.handles[kind] = local_handle(kind, self.settings)
-        return self.handles[kind]
+        with _STARTING:
+            if kind not in self.handles:
+                if use_ray:
+                    ensure_ray(self.settings)
+                    self.actors[kind], self.handles[kind] = start_actors(kind, self.settings)
+                else:
+                    self.handles[kind] = local_handle(kind, self.settings)
+            return self.handles[kind]
+
+    def deferred(self, kind: str) -> ModelHandle:
+        """The model for `kind`, its actors (and Ray) started by the first call: a kind the
+        videos give no work (no audio: no voice; nobody seen: no gait, no body) costs nothing."""
+        if kind in self.handles or kind not in MODEL_MODALITIES:  # person: id once loaded
+            return self.model(kind)
+        return ModelHandle(kind, self.model_id(kind), lambda items: self.model(kind)(items))
 
     def analyze(self, path: Path, content_hash: str) -> VideoEvidence:
-        """All evidence of one video, every configured model running in its actors."""
-        handles = {kind: self.model(kind) for kind in pipeline_kinds(self.settings)}
+        """All evidence of one video, every configured model running in its actors, each
+        started when the pipeline first has work for it."""
+        handles = {kind: self.deferred(kind) for kind in pipeline_kinds(self.settings)}
         return analyze_video(path, content_hash, self.settings, handles)
 
     def model_stats(self) -> dict[str, dict[str, int]]:

@@ -26,6 +26,7 @@ from fusion.learned import KINDS as LEARNED_KINDS
 from fusion.learned import LearnedFusion
 from fusion.normalize import choose_cohort
 from fusion.scores import ModalityScores, metric_for_model, score_modality
+from fusion.search import GalleryIndex
 from fusion.templates import build_templates
 from modalities.base import Embeddings
 
@@ -333,6 +334,15 @@ def identify_videos(
         basis["calibrations"] = {m: calibration_record(c) for m, c in calibrations.items()}
     if not identities:
         raise GalleryError("the gallery is empty: enroll identities first (`biofuse enroll`)")
+    # large cosine-metric galleries are searched through the version's index: each probe's
+    # shortlist, then every shortlisted identity scored exactly in every modality
+    searchers: dict[str, GalleryIndex] = {}
+    if isinstance(snapshot, GallerySnapshot):
+        for m, model_id in models.items():
+            if len(galleries[m][0]) > ctx.settings.gallery_shortlist_above:
+                found = snapshot.search_index(m, model_id)
+                if found is not None:
+                    searchers[m] = found
     out: list[tuple[int, Decision]] = []
     for video_id in video_ids:
         with ctx.catalog.session() as s:
@@ -352,34 +362,72 @@ def identify_videos(
         ]
         probes = probe_evidence(rows, seg_ev, [t.key for t in tracks])
         keys = [k for k in probes if only is None or k in only]
+        evidence = {m: {k: probes[k][m] for k in keys if m in probes[k]} for m in models}
+        shown, comparable_n = identities, None
+        if searchers:
+            shown, comparable_n = _shortlist(
+                galleries, evidence, keys, searchers, ctx.settings.gallery_shortlist
+            )
+        column = {name: j for j, name in enumerate(shown)}
         tables = []
         for m, model_id in models.items():
             names, templates = galleries[m]
+            if shown is not identities:  # only the shortlisted identities' templates
+                rows = [j for j, name in enumerate(names) if name in column]
+                names, templates = [names[j] for j in rows], templates[rows]
             table = score_modality(
-                m,
-                model_id,
-                keys,
-                {k: probes[k][m] for k in keys if m in probes[k]},
-                names,
-                templates,
-                metric_for_model(model_id),
+                m, model_id, keys, evidence[m], names, templates, metric_for_model(model_id)
             )
             # identities not enrolled for this modality: absent (NaN), not zero
-            scores = np.full((len(keys), len(identities)), np.nan, np.float32)
-            for j, name in enumerate(names):
-                scores[:, identities.index(name)] = table.scores[:, j]
-            tables.append(ModalityScores(m, model_id, keys, identities, scores, table.quality))
+            scores = np.full((len(keys), len(shown)), np.nan, np.float32)
+            scores[:, [column[name] for name in names]] = table.scores
+            tables.append(ModalityScores(m, model_id, keys, shown, scores, table.quality))
         for decision in fuse_identify(
             tables,
             calibrations,
             ctx.settings.top_k,
             prior_in_gallery=ctx.settings.prior_in_gallery,
+            comparable_n=comparable_n,
             **fusion_args,
         ):
             if isinstance(snapshot, GallerySnapshot):
                 decision.gallery_version = snapshot.number
             out.append((video_id, decision))
     return out
+
+
+def _shortlist(
+    galleries: dict[str, tuple[list[str], np.ndarray]],
+    evidence: dict[str, dict[str, tuple[np.ndarray, float]]],
+    keys: list[str],
+    searchers: dict[str, GalleryIndex],
+    size: int,
+) -> tuple[list[str], list[int]]:
+    """The identities worth scoring for these probes, and each probe's N on the whole gallery.
+
+    An indexed modality contributes each probe's `size` best templates (the index picks,
+    exact scores rank); a brute-force one (gait) every identity, when a probe has its evidence.
+    N counts every identity sharing a modality with the probe, as fuse.identify would on
+    the full gallery, so the open-set threshold does not depend on the shortlist.
+    """
+    chosen: set[str] = set()
+    for m, (names, _templates) in galleries.items():
+        if not evidence[m]:
+            continue
+        if m not in searchers:
+            chosen.update(names)
+            continue
+        vectors = np.stack([vector for vector, _q in evidence[m].values()])
+        found = searchers[m].shortlist(vectors, size)
+        chosen.update(names[i] for i in np.unique(found) if i >= 0)
+    counts: dict[frozenset[str], int] = {}
+    comparable_n = []
+    for k in keys:
+        present = frozenset(m for m in galleries if k in evidence[m])
+        if present not in counts:
+            counts[present] = len(set().union(*(galleries[m][0] for m in present)))
+        comparable_n.append(counts[present])
+    return sorted(chosen), comparable_n
 
 
 @flow(name="identify")

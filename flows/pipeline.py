@@ -94,9 +94,9 @@ class VideoEvidence:
 
 
 def needs_person_tracks(settings: Settings) -> bool:
-    """Person tracks cost a HOG pass at `person_fps` (0.3-0.9 s per 768x576 frame on CPU,
-    benchmarks/results/person_tracking.md): they are made when a modality that hangs on a
-    person's body (gait, body) is configured."""
+    """Person tracks cost a person pass at `person_fps` (background subtraction ~25 ms, HOG
+    0.3-0.9 s per 768x576 frame on CPU, benchmarks/results/person_tracking.md): they are made
+    when a configured modality declares that it hangs on a person's body (gait, body)."""
     wanted = [MODALITIES[m] for m in settings.modalities if m in MODALITIES]
     return settings.person_fps > 0 and any(m.needs_person_tracks for m in wanted)
 
@@ -145,6 +145,10 @@ def _frame_pass(
     calls = {"face": face_call, "person": person_call}
     found: dict[str, list[tuple[float, Any]]] = {"face": [], "person": []}
     batches: dict[str, list[media.Frame]] = {kind: [] for kind in samplers}
+    # a fixed camera: people by background subtraction, here, over this video's frames in
+    # order (the subtractor is stateful; an actor batching many videos' frames cannot hold
+    # it); only frames it cannot use (the camera moves) go to the HOG actor
+    background = _background_pass(settings) if "person" in samplers else None
 
     def flush(kind: str) -> None:
         batch = batches[kind]
@@ -159,15 +163,56 @@ def _frame_pass(
             evidence.decoded_s = frame.time_s
             for kind, sampler in samplers.items():
                 if sampler.wants(frame.time_s):
-                    batches[kind].append(frame)
+                    if kind == "person" and background is not None:
+                        _background_frames(background, settings, frame, found, batches)
+                    else:
+                        batches[kind].append(frame)
                     if len(batches[kind]) >= FRAMES_PER_CALL:
                         flush(kind)
     except media.DecodeInterrupted as exc:
         evidence.notes.append(f"video truncated: {exc}")
+    if background is not None:
+        _background_frames(background, settings, None, found, batches)
+        if background.frames_fallback:
+            evidence.notes.append(
+                f"person: {background.frames_fallback} frames without a usable background "
+                f"({'HOG' if settings.person_detector == 'auto' else 'skipped'})"
+            )
     for kind in samplers:
         flush(kind)
+    found["person"].sort(key=lambda item: item[0])
     evidence.frames_analyzed = len(found["face"]) or len(found["person"])
     return found["face"], found["person"]
+
+
+def _background_pass(settings: Settings) -> Any:
+    if settings.person_detector == "hog":
+        return None
+    from modalities.body.background import BackgroundPersonPass
+
+    return BackgroundPersonPass(min_height_px=settings.person_min_height_px)
+
+
+def _background_frames(
+    background: Any,
+    settings: Settings,
+    frame: media.Frame | None,
+    found: dict[str, list[tuple[float, Any]]],
+    batches: dict[str, list[media.Frame]],
+) -> None:
+    """Feed a person frame (None: the end of the video) to the background pass; the frames it
+    decides join `found`, those it cannot use go to the HOG batch ("auto") or stay empty."""
+    from modalities.body.person_detect import FramePersons
+
+    decided = background.finish() if frame is None else background.feed(frame.time_s, frame.image)
+    for time_s, image, people in decided:
+        if people is not None:
+            found["person"].append((time_s, people))
+        elif settings.person_detector == "auto":
+            batches["person"].append(media.Frame(-1, time_s, image))
+        else:
+            empty = FramePersons(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+            found["person"].append((time_s, empty))
 
 
 def _face_owner(face: LinkedTrack, persons: list[LinkedTrack], tolerance_s: float) -> int | None:
@@ -202,8 +247,12 @@ def _face_tracks(
     face_call: FaceCall | None,
     evidence: VideoEvidence,
     person_call: PersonCall | None = None,
+    person_masks: list[list[Any] | None] | None = None,
 ) -> list[LinkedTrack]:
     """Face and person tracks; faces join the person they sit on. Returns the person tracks.
+
+    `person_masks`, when given, receives each person frame's foreground masks (None for a
+    frame HOG analysed), indexed as the tracks' members are.
 
     A person track's key is `{prefix}:pNNNN`, a face seen on nobody's body (talking heads,
     bodies cut off by the frame) is a face-only track `{prefix}:tNNNN`. A person's face
@@ -223,6 +272,8 @@ def _face_tracks(
     persons: list[LinkedTrack] = []
     if person_call is not None:
         persons = track_persons([(t, p.boxes, p.scores) for t, p in per_person_frame])
+        if person_masks is not None:
+            person_masks.extend(getattr(p, "masks", None) for _, p in per_person_frame)
     tolerance_s = 0.5 / settings.person_fps if settings.person_fps > 0 else 0.0
     owner = {n: _face_owner(face, persons, tolerance_s + 1e-3) for n, face in enumerate(faces)}
     vectors, quality, keys = [], [], []
@@ -278,27 +329,37 @@ def _face_tracks(
 _BODY_MODELS_LOCK = threading.Lock()  # MediaPipe graphs are shared and not thread-safe
 
 
+def _middle(track: LinkedTrack) -> range:
+    """The members handed to gait and body: the middle TRACK_FRAMES_FOR_MODELS of the track."""
+    first = max(0, (len(track) - TRACK_FRAMES_FOR_MODELS) // 2)
+    return range(first, min(len(track), first + TRACK_FRAMES_FOR_MODELS))
+
+
 def _person_crops(
     path: Path,
     settings: Settings,
     persons: list[LinkedTrack],
     evidence: VideoEvidence,
     with_faces: bool,
+    only: set[int] | None = None,
 ) -> dict[int, tuple[list[np.ndarray], list[tuple[float, float, float, float]]]]:
     """A second decode: each person track's padded crops (and its boxes in them), middle part.
 
     Only crops are kept, never whole frames, so a long video costs no more memory than
-    TRACK_FRAMES_FOR_MODELS crops per track.
+    TRACK_FRAMES_FOR_MODELS crops per track. `only`: the tracks that need crops (default all).
     """
     wanted: dict[int, list[tuple[int, int]]] = {}  # person frame index -> [(track, member)]
     for n, track in enumerate(persons):
+        if only is not None and n not in only:
+            continue
         frames = [f for f, _ in track.members]
-        first = max(0, (len(frames) - TRACK_FRAMES_FOR_MODELS) // 2)
-        for m in range(first, min(len(frames), first + TRACK_FRAMES_FOR_MODELS)):
+        for m in _middle(track):
             wanted.setdefault(frames[m], []).append((n, m))
     out: dict[int, tuple[list[np.ndarray], list[tuple[float, float, float, float]]]] = {
         n: ([], []) for n in range(len(persons))
     }
+    if not wanted:
+        return out
     # decode as the first pass did, so that person frame i is the same picture
     sampler, index = _Rate(settings.person_fps), -1
     try:
@@ -332,18 +393,36 @@ def _person_evidence(
     body_call: TrackCall | None,
     evidence: VideoEvidence,
     with_faces: bool,
+    person_masks: list[list[Any] | None] | None = None,
 ) -> None:
-    """Silhouettes -> gait rows and poses (or crops) -> body rows, one per person track."""
-    crops = _person_crops(path, settings, persons, evidence, with_faces)
+    """Silhouettes -> gait rows and poses (or crops) -> body rows, one per person track.
+
+    A track's silhouettes come from its background-subtraction masks where it has enough of
+    them; otherwise (HOG frames, masks OpenGait drops) from selfie segmentation of its crops.
+    """
+    from modalities.body.silhouettes import mask_silhouettes
+
+    from_masks: dict[int, Any] = {}
+    if gait_call is not None and person_masks:
+        for n, key in enumerate(keys):
+            members = [persons[n].members[m] for m in _middle(persons[n])]
+            masks = [None if person_masks[f] is None else person_masks[f][d] for f, d in members]
+            found = mask_silhouettes(key, masks)
+            if found is not None:
+                from_masks[n] = found
+    need = set(range(len(keys))) if body_call is not None else set()
+    if gait_call is not None:
+        need |= {n for n in range(len(keys)) if n not in from_masks}
+    crops = _person_crops(path, settings, persons, evidence, with_faces, need)
+    silhouettes, poses, people = list(from_masks.values()), [], []
     # what the body model takes is declared in its registry entry (PoseSequence or PersonCrops)
     body_input = spec_for(body_call.model_id).input if body_call is not None else None
-    silhouettes, poses, people = [], [], []
     with _BODY_MODELS_LOCK:
         for n, key in enumerate(keys):
             images, boxes = crops[n]
             if not images:
                 continue
-            if gait_call is not None:
+            if gait_call is not None and n not in from_masks:
                 from modalities.body.silhouettes import track_silhouettes
 
                 found = track_silhouettes(key, images, boxes)
@@ -373,26 +452,71 @@ def _person_evidence(
 
 
 def _speech_segments(
-    path: Path, prefix: str, settings: Settings, voice_call: VoiceCall, evidence: VideoEvidence
+    path: Path,
+    prefix: str,
+    settings: Settings,
+    voice_call: VoiceCall,
+    evidence: VideoEvidence,
+    stream: bool = True,
 ) -> None:
     """Speech turns with their speaker (when diarizing) and the person track they belong to.
 
     Diarizing, the VAD's speech regions are cut into speaker turns, and each turn's key carries
     its speaker (`{prefix}:spkNN@start-end`); otherwise every VAD turn stands alone
     (`{prefix}:voice@start-end`). The encoder embeds each turn of at least `min_turn_s`.
-    """
-    from modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
-    from modalities.voice.resemblyzer_voice import turn_segments
-    from modalities.voice.vad import detect_speech
 
+    `stream` (the default): the audio is decoded a block at a time into the streaming VAD and
+    a temporary file under the home, and embedded a batch of spans at a time
+    (modalities/voice/stream.py), so memory does not grow with the recording's length;
+    the turns and rows are those of the whole-file path (`stream=False`).
+    """
+    from modalities.voice.stream import SpilledAudio
+    from modalities.voice.vad import StreamingVAD
+
+    vad: StreamingVAD | None = None
+    samples: Any
     try:
-        samples = media.read_audio(path)
+        if stream:
+            samples = SpilledAudio(Path(settings.home) / "tmp")
+            vad = StreamingVAD(settings.vad)
+            for block in media.iter_audio(path):
+                samples.append(block)
+                vad.feed(block)
+        else:
+            samples = media.read_audio(path)
     except media.DecodeInterrupted as exc:
         evidence.notes.append(f"audio truncated: {exc}")
+        if vad is not None:
+            samples.close()
         return
+    try:
+        _speech_turns(prefix, settings, voice_call, evidence, samples, vad)
+    finally:
+        if vad is not None:
+            samples.close()
+
+
+def _speech_turns(
+    prefix: str,
+    settings: Settings,
+    voice_call: VoiceCall,
+    evidence: VideoEvidence,
+    samples: Any,
+    vad: Any,
+) -> None:
+    from modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
+    from modalities.voice.resemblyzer_voice import turn_segments
+    from modalities.voice.stream import embed_in_batches
+    from modalities.voice.vad import detect_speech, noise_floor, noise_power
+
+    def detect(**kw: Any) -> list[SpeechTurn]:
+        if vad is not None:
+            return vad.turns(**kw)
+        return detect_speech(samples, method=settings.vad, **kw)
+
     labelled: list[tuple[SpeechTurn, str | None]]
     if settings.diarize:
-        regions = detect_speech(samples, method=settings.vad, min_turn_s=MIN_REGION_S, max_turn_s=0)
+        regions = detect(min_turn_s=MIN_REGION_S, max_turn_s=0)
         window_s = max(1.5, settings.min_turn_s)  # every window must be long enough to embed
         params = DiarizationParams(
             window_s=window_s,
@@ -404,20 +528,30 @@ def _speech_segments(
         result = diarize(samples, regions, voice_call, params, key=f"{prefix}:win")
         labelled = list(result.turns(min_turn_s=settings.min_turn_s))
     else:
-        turns = detect_speech(samples, method=settings.vad, min_turn_s=settings.min_turn_s)
+        turns = detect(min_turn_s=settings.min_turn_s)
         labelled = [(turn, None) for turn in turns]
     if not labelled:
         evidence.notes.append("no speech found")
         return
-    segments = turn_segments(samples, [turn for turn, _ in labelled], f"{prefix}:voice")
-    for segment, (turn, speaker) in zip(segments, labelled):
-        if speaker is not None:
-            segment.key = turn_key(prefix, speaker, turn)
-    rows = voice_call(segments)
+    all_turns = [turn for turn, _ in labelled]
+    if vad is not None:  # the recording's noise floor from the streamed 30 ms frame powers
+        floor = noise_floor(vad.powers(), all_turns, vad.frame / vad.sample_rate)
+    else:
+        floor = noise_power(samples, all_turns)
+    by_key: dict[str, tuple[SpeechTurn, str | None]] = {}
+
+    def segments(a: int, b: int) -> list[Any]:  # a batch of turns' audio at a time
+        cut = turn_segments(samples, all_turns[a:b], f"{prefix}:voice", floor=floor)
+        for segment, (turn, speaker) in zip(cut, labelled[a:b]):
+            if speaker is not None:
+                segment.key = turn_key(prefix, speaker, turn)
+            by_key[segment.key] = (turn, speaker)
+        return cut
+
+    rows = embed_in_batches(voice_call, segments, len(labelled))
     if len(rows) == 0:
         return
     evidence.voice = rows
-    by_key = {s.key: lab for s, lab in zip(segments, labelled)}
     kept = [by_key[key] for key in rows.keys]
     owners = link_turns(kept, evidence.tracks)
     for key, q, (turn, _), owner in zip(rows.keys, rows.quality, kept, owners):
@@ -471,11 +605,22 @@ def analyze_video(
     prefix = content_hash[:16]
     evidence = VideoEvidence()
     if face_call is not None or person_call is not None:
-        persons = _face_tracks(path, prefix, settings, face_call, evidence, person_call)
+        person_masks: list[list[Any] | None] = []
+        persons = _face_tracks(
+            path, prefix, settings, face_call, evidence, person_call, person_masks
+        )
         if persons and (gait_call is not None or body_call is not None):
             keys = [t.key for t in evidence.tracks if t.kind == "person"]
             _person_evidence(
-                path, settings, persons, keys, gait_call, body_call, evidence, face_call is not None
+                path,
+                settings,
+                persons,
+                keys,
+                gait_call,
+                body_call,
+                evidence,
+                face_call is not None,
+                person_masks,
             )
     if voice_call is not None:
         if info.has_audio:

@@ -1,8 +1,9 @@
 """Prefect flow `rebuild_gallery`: the nightly, versioned, atomically switched gallery.
 
 A gallery version is a folder `{home}/galleries/v{N}/` holding one `.npz` of
-templates (and cohort statistics) per (modality, model) plus `manifest.json`
-(model ids, template counts, calibration, file checksums). The folder is built
+templates (and cohort statistics) per (modality, model), a FAISS index over the
+templates of each inner-product (cosine) model (`.faiss`, fusion/search.py), plus
+`manifest.json` (model ids, template counts, calibration, file checksums). The folder is built
 under a temporary name and renamed into place complete; only then does one
 catalog transaction move the `current` flag to it. Readers resolve the flag once
 and read that folder only, so they see the old gallery or the new one, never a
@@ -32,6 +33,7 @@ from flows.context import Context
 from fusion.calibration import LinearCalibration, load_default
 from fusion.normalize import CohortNormaliser, choose_cohort
 from fusion.scores import Metric, metric_for_model, similarity
+from fusion.search import GalleryIndex, choose_kind, file_sha256, indexed, read_index, write_index
 from fusion.templates import build_templates
 
 BUILDER = "biofuse-gallery-2"  # bump when the way templates are built changes: forces a rebuild
@@ -56,6 +58,8 @@ class GalleryGroup:
     cohort_mean: np.ndarray  # (I,) each template's mean cosine to the cohort
     cohort_std: np.ndarray  # (I,)
     cohort: np.ndarray  # (C, dim) the cohort itself (probe-side statistics need it); C may be 0
+    index_file: Path | None = None  # the FAISS index over `templates` (cosine models only)
+    index_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,14 @@ class GallerySnapshot:
     def templates(self, modality: str, model_id: str) -> tuple[list[str], np.ndarray] | None:
         group = self.groups.get((modality, model_id))
         return None if group is None else (list(group.identities), group.templates)
+
+    def search_index(self, modality: str, model_id: str) -> GalleryIndex | None:
+        """The version's index over this group's templates (checksum verified on read), or
+        None for a metric searched by brute force or a version written without one."""
+        group = self.groups.get((modality, model_id))
+        if group is None or group.index_file is None or group.index_kind is None:
+            return None
+        return GalleryIndex(group.index_kind, read_index(group.index_file), group.templates)
 
     def normaliser(self, modality: str, model_id: str) -> CohortNormaliser | None:
         """s-norm fitted on this version's cohort; None without a cohort outside the gallery.
@@ -99,7 +111,7 @@ def galleries_dir(ctx: Context) -> Path:
 
 
 def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def read_version(path: Path, number: int, verify: bool = True) -> GallerySnapshot:
@@ -116,6 +128,12 @@ def read_version(path: Path, number: int, verify: bool = True) -> GallerySnapsho
         file = path / entry["file"]
         if verify and _file_sha256(file) != entry["sha256"]:
             raise GalleryError(f"{file} does not match its manifest checksum; rebuild the gallery")
+        index = entry.get("index")
+        index_file = None if index is None else path / index["file"]
+        if verify and index_file is not None and _file_sha256(index_file) != index["sha256"]:
+            raise GalleryError(
+                f"{index_file} does not match its manifest checksum; rebuild the gallery"
+            )
         with np.load(file, allow_pickle=False) as data:
             groups[(entry["modality"], entry["model_id"])] = GalleryGroup(
                 entry["modality"],
@@ -125,6 +143,8 @@ def read_version(path: Path, number: int, verify: bool = True) -> GallerySnapsho
                 data["cohort_mean"],
                 data["cohort_std"],
                 data["cohort"],
+                index_file,
+                None if index is None else index["kind"],
             )
     return GallerySnapshot(number, path, manifest, groups)
 
@@ -350,9 +370,15 @@ def build_group(inputs: GroupInputs, min_pairs: int) -> BuiltGroup | None:
 
 
 def _write_version(
-    folder: Path, number: int, fingerprint: str, built: list[BuiltGroup]
+    folder: Path,
+    number: int,
+    fingerprint: str,
+    built: list[BuiltGroup],
+    index_setting: str = "auto",
+    index_min_rows: int = 200_000,
 ) -> dict[str, Any]:
-    """Everything of version `number` into `folder` (not yet visible to readers)."""
+    """Everything of version `number` into `folder` (not yet visible to readers), the
+    search index of each cosine-metric group included: it switches with the version."""
     folder.mkdir(parents=True)
     groups, calibration = [], {}
     for b in built:
@@ -366,17 +392,26 @@ def _write_version(
             cohort_std=g.cohort_std,
             cohort=g.cohort,
         )
-        groups.append(
-            {
-                "modality": g.modality,
-                "model_id": g.model_id,
-                "file": file,
-                "sha256": _file_sha256(folder / file),
-                "identities": g.identities,
-                "rows_per_identity": b.rows_per_identity,
-                "cohort": b.cohort_source,
+        entry: dict[str, Any] = {
+            "modality": g.modality,
+            "model_id": g.model_id,
+            "file": file,
+            "sha256": _file_sha256(folder / file),
+            "identities": g.identities,
+            "rows_per_identity": b.rows_per_identity,
+            "cohort": b.cohort_source,
+        }
+        if indexed(metric_for_model(g.model_id)) and len(g.identities):
+            kind = choose_kind(len(g.identities), index_setting, index_min_rows)
+            index_file = f"{g.modality}--{g.model_id}.faiss"
+            index = GalleryIndex.build(g.templates, kind).index
+            entry["index"] = {
+                "file": index_file,
+                "kind": kind,
+                "rows": len(g.identities),
+                "sha256": write_index(index, folder / index_file),
             }
-        )
+        groups.append(entry)
         calibration[g.modality] = {**asdict(b.calibration), **b.pair_counts}
     manifest = {
         "number": number,
@@ -526,7 +561,11 @@ def rebuild(ctx: Context, keep_versions: int | None = None) -> dict[str, Any]:
                 errors[stale.path] = str(exc)
         min_pairs = ctx.settings.gallery_min_calibration_pairs
         inputs = [group_inputs(ctx, m, i) for m, i in model_ids.items()]
-        fingerprint = input_fingerprint(model_ids, inputs, {"min_pairs": min_pairs})
+        index_part = {
+            "index": ctx.settings.gallery_index,
+            "index_min_rows": ctx.settings.gallery_index_min_rows,
+        }
+        fingerprint = input_fingerprint(model_ids, inputs, {"min_pairs": min_pairs, **index_part})
         with ctx.catalog.session() as s:
             current = s.scalar(select(GalleryVersion).where(GalleryVersion.current.is_(True)))
             last = s.scalar(select(GalleryVersion.number).order_by(GalleryVersion.number.desc()))
@@ -545,7 +584,7 @@ def rebuild(ctx: Context, keep_versions: int | None = None) -> dict[str, Any]:
         previous = current_gallery(ctx.catalog)
         number = max([last or 0, *(_number(p) for p in root.glob("v*"))]) + 1
         partial = root / f".partial-{uuid.uuid4().hex}"
-        manifest = _write_version(partial, number, fingerprint, built)
+        manifest = _write_version(partial, number, fingerprint, built, *index_part.values())
         final = root / f"v{number}"
         partial.rename(final)  # complete on disk before any reader can be pointed at it
         _switch(ctx, number, final, fingerprint, manifest)

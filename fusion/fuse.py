@@ -75,6 +75,7 @@ def identify(
     method: str = "sum",
     weights: dict[str, float] | None = None,
     learned: LearnedFusion | None = None,
+    comparable_n: list[int] | None = None,
 ) -> list[Decision]:
     """Rank identities per probe by fused LLR; the top one is named if above the threshold.
 
@@ -90,6 +91,9 @@ def identify(
     it can be compared with, and enrolling someone who shares no modality with a probe
     changes neither its candidates nor its decision. A probe comparable with nobody is
     "unknown" with no candidates and no threshold.
+
+    `comparable_n`, per probe, is N when the tables hold only a shortlist of the gallery
+    (identify on a large gallery, fusion/search.py): N is then counted on the whole gallery.
     """
     if not tables:
         return []
@@ -121,10 +125,14 @@ def identify(
         if not present or n == 0:
             decisions.append(Decision(probe, [], "unknown", present, None, 0, **basis))
             continue
+        if comparable_n is not None:
+            n, shown = int(comparable_n[p]), n
+        else:
+            shown = n
         threshold = threshold_llr
         if threshold is None:
             threshold = open_set_threshold(n, prior_in_gallery)
-        order = np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable")[: min(top_k, n)]
+        order = np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable")[: min(top_k, shown)]
         candidates = []
         for rank, i in enumerate(order, start=1):
             per = {

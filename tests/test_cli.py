@@ -269,6 +269,53 @@ def test_prefect_home_defaults_to_the_biofuse_home(
     assert os.environ["PREFECT_HOME"] == str(home / "elsewhere")
 
 
+def test_process_of_an_archive_already_processed_answers_from_the_catalog(
+    home: Path, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing new to do: answered in seconds, before Ray and Prefect start (was ~35 s)."""
+    import shutil
+    import time
+
+    import ray
+
+    from biofuse import media
+    from biofuse.catalog import DONE, FAILED, Catalog, Run
+    from biofuse.cli import _already_done
+    from biofuse.config import load_settings
+
+    source = shared_data / "video" / "face_recognition_short_hamilton_clip.mp4"
+    if not source.is_file():
+        pytest.skip("../shared/data/video is absent")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copy(source, archive / "a.mp4")
+    shutil.copy(source, archive / "copy-of-a.mp4")  # the same bytes: one video
+    other = tmp_path / "new.mp4"
+    other.write_bytes(source.read_bytes()[:-7])  # other bytes: a video never processed
+    catalog = Catalog(load_settings(home=str(home)).catalog_url)
+    video = catalog.register_video(media.content_hash(source), str(archive / "a.mp4"), 1)
+    catalog.update_video(video.id, status=DONE)
+
+    started = time.perf_counter()
+    result = runner.invoke(app, ["--home", str(home), "process", str(archive)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert time.perf_counter() - started < 5
+    assert "already done 1 of 1 videos" in result.output, result.output
+    assert "1 of the 2 files repeat another file's content" in result.output
+    assert not ray.is_initialized()
+    with catalog.session() as s:  # no process run was started
+        assert s.query(Run).count() == 0
+
+    # anything not done sends the archive to the flow: a new file, or a failed video
+    assert _already_done([archive / "a.mp4", other]) is None
+    assert _already_done([archive / "a.mp4"]) == 1
+    catalog.update_video(video.id, status=FAILED)
+    assert _already_done([archive / "a.mp4"]) is None
+    catalog.engine.dispose()
+    monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path / "new-home"))  # no catalog yet: the flow
+    assert _already_done([archive / "a.mp4"]) is None
+
+
 def test_demo_truth_is_per_track_and_bystanders_are_expected_unknown() -> None:
     """A sample video shows one person; another (smaller) face in the same photo is a bystander
     whom nobody enrolled: expected 'unknown', never counted against the video's person."""

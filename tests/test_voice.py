@@ -292,3 +292,70 @@ def test_silero_finds_real_speech_but_not_noise_and_keeps_torch_threads(
     assert detect_speech(np.zeros(100, np.float32), method="silero") == []
     with pytest.raises(ValueError, match="16000 Hz"):
         detect_speech(samples, sample_rate=8000, method="silero")
+
+
+# -- long recordings: streaming (issue 16, item 5) ---------------------------------------------
+
+
+STREAM_FILES = [
+    "voice-dev/ami-excerpts/dev00.wav",  # 30 s of a four-person meeting
+    "video/sadtalker_WDA_AlexandriaOcasioCortez_000.mp4",  # a video's soundtrack
+]
+
+
+@pytest.mark.parametrize("name", STREAM_FILES)
+@pytest.mark.parametrize("method", ["webrtc", "energy", "silero"])
+def test_streaming_vad_gives_the_whole_file_turns(
+    shared_data: Path, name: str, method: str
+) -> None:
+    from biofuse import media
+    from modalities.voice.vad import StreamingVAD
+
+    path = shared_data / name
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    samples = media.read_audio(path)
+    blocks = list(media.iter_audio(path))
+    assert np.array_equal(np.concatenate(blocks), samples)  # decoding a block at a time
+    for kw in ({"min_turn_s": 0.25, "max_turn_s": 0}, {"min_turn_s": 1.0}):
+        whole = detect_speech(samples, method=method, **kw)
+        assert whole, (name, method)
+        for size in (1000, 4801, 16000 * 7 + 3):  # blocks cutting frames anywhere
+            vad = StreamingVAD(method)
+            for a in range(0, len(samples), size):
+                vad.feed(samples[a : a + size])
+            assert vad.turns(**kw) == whole, (name, method, size, kw)
+        frame = vad.frame
+        from modalities.voice.vad import _frame_powers
+
+        assert np.array_equal(vad.powers(), _frame_powers(samples, frame))
+
+
+@pytest.mark.parametrize("name", STREAM_FILES)
+@pytest.mark.parametrize("diarize", [True, False])
+def test_streaming_speech_gives_the_whole_file_turns_and_rows(
+    shared_data: Path, tmp_path: Path, name: str, diarize: bool
+) -> None:
+    """The voice path of `process`, streamed (the default) and from the whole file."""
+    from biofuse.config import load_settings
+    from flows.actors import local_handle
+    from flows.pipeline import VideoEvidence, _speech_segments
+
+    path = shared_data / name
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    settings = load_settings(home=str(tmp_path / "home"), diarize=diarize)
+    voice = local_handle("voice", settings)
+    out = {}
+    for stream in (True, False):
+        evidence = VideoEvidence()
+        _speech_segments(path, "v", settings, voice, evidence, stream=stream)
+        out[stream] = evidence
+    streamed, whole = out[True], out[False]
+    assert whole.voice is not None and len(whole.voice) >= 1
+    assert streamed.segments == whole.segments  # keys (speakers), times, quality, owners
+    assert streamed.voice is not None and streamed.voice.keys == whole.voice.keys
+    np.testing.assert_array_equal(streamed.voice.vectors, whole.voice.vectors)
+    np.testing.assert_array_equal(streamed.voice.quality, whole.voice.quality)
+    assert streamed.notes == whole.notes
+    assert not list((tmp_path / "home" / "tmp").iterdir())  # the spilled samples are gone

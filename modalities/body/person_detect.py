@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +30,9 @@ class FramePersons:
 
     boxes: np.ndarray  # (n, 4) float32
     scores: np.ndarray  # (n,) float32, the SVM margin: > 0 is a person, larger is surer
+    # background subtraction's foreground per detection (modalities.body.background.PersonMask),
+    # for gait silhouettes; None from HOG
+    masks: list[Any] | None = None
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -10,6 +10,11 @@ pose model's `enable_segmentation` mask. On the pedestrian video's tracks (612 c
 background subtraction; benchmarks/body_silhouettes.py) selfie agrees better (mean IoU 0.764 vs
 0.719; pose finds no person in 3% of crops) and is ~9x faster (35 vs 311 ms per crop on our
 shared CPU), although it was trained on near, frontal people.
+
+On a fixed camera the person path finds people by background subtraction
+(`modalities.body.background`), and its foreground masks are the silhouettes, the way
+CASIA-B's were made: `mask_silhouettes` runs them through the same pretreatment, and a track
+without enough usable masks falls back to the segmenter.
 """
 
 from __future__ import annotations
@@ -167,3 +172,26 @@ def track_silhouettes(
         return None
     quality = float(np.mean(confidences)) * len(kept) / len(frames)
     return SilhouetteSequence(key=key, frames=np.stack(kept), quality=quality)
+
+
+MIN_MASK_FRAMES = 8  # fewer usable foreground masks than this (in a longer track): segment
+MIN_MASK_SHARE = 0.5  # ... or masks for fewer than this share of the track's frames
+
+
+def mask_silhouettes(key: str, masks: Sequence[Any]) -> SilhouetteSequence | None:
+    """A track's background-subtraction masks (`PersonMask` or None per frame) -> silhouettes.
+
+    None when the masks are unusable (too few frames have one, or OpenGait's pretreatment
+    drops too many): the caller then segments the crops. Quality = share of frames kept.
+    """
+    if not masks:
+        return None
+    kept = [
+        sil
+        for sil in (pretreat_silhouette(m.unpack()) for m in masks if m is not None)
+        if sil is not None
+    ]
+    # a short track with a mask in every frame is usable: segmenting its crops gives no more
+    if len(kept) < min(MIN_MASK_FRAMES, len(masks)) or len(kept) < MIN_MASK_SHARE * len(masks):
+        return None
+    return SilhouetteSequence(key=key, frames=np.stack(kept), quality=len(kept) / len(masks))

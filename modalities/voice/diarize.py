@@ -23,6 +23,7 @@ import numpy as np
 
 from modalities.base import Embeddings, l2_normalise
 from modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment, voice_template
+from modalities.voice.stream import SpilledAudio, embed_in_batches
 from modalities.voice.vad import SpeechTurn, split_turn
 
 EmbedCall = Callable[[list[AudioSegment]], Embeddings]
@@ -143,21 +144,25 @@ def diarize(
     `num_speakers`, when known, replaces the threshold (or the eigengap) with that count.
     """
     params = params or DiarizationParams()
-    samples = np.asarray(samples, dtype=np.float32)
+    if not isinstance(samples, SpilledAudio):  # a long recording stays in its file
+        samples = np.asarray(samples, dtype=np.float32)
     total_s = len(samples) / SAMPLE_RATE
     mask = speech_mask(speech, total_s)
     windows = sliding_windows(speech, params)
     if not windows:
         return Diarization([])
-    segments = [
-        AudioSegment(
-            f"{key}@{w.start:.2f}-{w.end:.2f}",
-            samples[round(w.start * SAMPLE_RATE) : round(w.end * SAMPLE_RATE)],
-        )
-        for w in windows
-    ]
-    rows = embed(segments)
-    by_key = {s.key: w for s, w in zip(segments, windows)}
+
+    def segments(a: int, b: int) -> list[AudioSegment]:  # a batch of windows' audio at a time
+        return [
+            AudioSegment(
+                f"{key}@{w.start:.2f}-{w.end:.2f}",
+                samples[round(w.start * SAMPLE_RATE) : round(w.end * SAMPLE_RATE)],
+            )
+            for w in windows[a:b]
+        ]
+
+    rows = embed_in_batches(embed, segments, len(windows))
+    by_key = {f"{key}@{w.start:.2f}-{w.end:.2f}": w for w in windows}
     kept = [by_key[k] for k in rows.keys]  # the encoder drops silent or too-short windows
     if not kept:
         return Diarization([])

@@ -18,6 +18,7 @@ import numpy as np
 
 from biofuse.registry import ResolvedModel
 from modalities.base import Embeddings, l2_normalise
+from modalities.voice.stream import SpilledAudio
 from modalities.voice.vad import SpeechTurn, noise_power, snr_db
 
 if TYPE_CHECKING:
@@ -47,25 +48,37 @@ class AudioSegment:
 
 
 def turn_segments(
-    samples: np.ndarray, turns: Sequence[SpeechTurn], key: str, sample_rate: int = SAMPLE_RATE
+    samples: Any,
+    turns: Sequence[SpeechTurn],
+    key: str,
+    sample_rate: int = SAMPLE_RATE,
+    floor: float | None | str = "measure",
 ) -> list[AudioSegment]:
     """Cut a recording's speech turns into segments keyed `key@start-end`, with their SNR.
 
     The SNR is measured against the same recording's non-speech parts, so quality reflects this
-    recording's channel rather than an absolute level.
+    recording's channel rather than an absolute level. `samples` is an array or a
+    `stream.SpilledAudio`; `floor`, when given, is the recording's noise floor (`noise_power`
+    of all its turns: cutting the turns a batch at a time must not change it).
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"voice segments are {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
-    samples = np.asarray(samples, dtype=np.float32)
-    floor = noise_power(samples, list(turns), sample_rate)
+    if not isinstance(samples, SpilledAudio):
+        samples = np.asarray(samples, dtype=np.float32)
+    if floor == "measure":
+        if isinstance(samples, SpilledAudio):
+            raise ValueError("give the noise floor of spilled audio (vad.StreamingVAD.powers)")
+        floor = noise_power(samples, list(turns), sample_rate)
     out = []
     for turn in turns:
         a, b = round(turn.start * sample_rate), round(turn.end * sample_rate)
+        span = samples[a:b]
         out.append(
             AudioSegment(
                 key=f"{key}@{turn.start:.2f}-{turn.end:.2f}",
-                samples=samples[a:b],
-                snr_db=snr_db(samples, turn, floor, sample_rate),
+                samples=span,
+                # the same mean square as over samples[a:b] of the whole recording
+                snr_db=snr_db(span, SpeechTurn(0.0, len(span) / sample_rate), floor, sample_rate),
             )
         )
     return out

@@ -95,8 +95,22 @@ def detect_speech(
         frame_s = SILERO_FRAME / SILERO_RATE
     else:
         raise ValueError(f"unknown VAD method {method!r}; use one of {VAD_METHODS}")
+    return turns_from_flags(
+        flags, frame_s, len(samples) / sample_rate, min_turn_s, merge_gap_s, max_turn_s
+    )
+
+
+def turns_from_flags(
+    flags: np.ndarray,
+    frame_s: float,
+    total_s: float,
+    min_turn_s: float = 1.0,
+    merge_gap_s: float = 0.3,
+    max_turn_s: float = 10.0,
+) -> list[SpeechTurn]:
+    """`detect_speech`'s turns from a detector's per-frame flags (see `StreamingVAD`)."""
     flags = _smooth(flags, frame_s)
-    turns = _runs_to_turns(flags, frame_s, len(samples) / sample_rate)
+    turns = _runs_to_turns(flags, frame_s, total_s)
     turns = merge_turns(turns, merge_gap_s)
     turns = [piece for turn in turns for piece in split_turn(turn, max_turn_s)]
     return [t for t in turns if t.duration >= min_turn_s]
@@ -137,14 +151,20 @@ def noise_power(
     """
     samples = _as_mono_float(samples)
     frame = max(1, int(sample_rate * frame_ms / 1000))
-    powers = _frame_powers(samples, frame)
+    return noise_floor(_frame_powers(samples, frame), turns, frame / sample_rate, min_noise_s)
+
+
+def noise_floor(
+    powers: np.ndarray, turns: list[SpeechTurn], frame_s: float, min_noise_s: float = 0.3
+) -> float | None:
+    """`noise_power` from the recording's frame powers (mean squares of `frame_s` frames)."""
     if powers.size == 0:
         return None
-    centres = (np.arange(powers.size) + 0.5) * frame / sample_rate
+    centres = (np.arange(powers.size) + 0.5) * frame_s
     outside = np.ones(powers.size, bool)
     for turn in turns:
         outside &= ~((centres >= turn.start) & (centres < turn.end))
-    if outside.sum() * frame / sample_rate < min_noise_s:
+    if outside.sum() * frame_s < min_noise_s:
         return None
     return float(np.median(powers[outside]))
 
@@ -191,6 +211,11 @@ def _as_mono_float(samples: np.ndarray) -> np.ndarray:
 def _webrtc_flags(
     samples: np.ndarray, sample_rate: int, aggressiveness: int, frame_ms: int
 ) -> np.ndarray:
+    flags = _webrtc_raw_flags(samples, sample_rate, aggressiveness, frame_ms)
+    return _trim_run_ends(flags, WEBRTC_OVERHANG_FRAMES[(aggressiveness >= 2, frame_ms)])
+
+
+def _webrtc_vad(sample_rate: int, aggressiveness: int, frame_ms: int) -> Any:
     if sample_rate not in WEBRTC_RATES:
         raise ValueError(
             f"webrtc VAD needs a sample rate of {WEBRTC_RATES} Hz, got {sample_rate}; "
@@ -207,7 +232,15 @@ def _webrtc_flags(
             "webrtc VAD needs the `webrtcvad` package; install it or use method='energy'"
         ) from exc
 
-    vad = webrtcvad.Vad(aggressiveness)
+    return webrtcvad.Vad(aggressiveness)
+
+
+def _webrtc_raw_flags(
+    samples: np.ndarray, sample_rate: int, aggressiveness: int, frame_ms: int, vad: Any = None
+) -> np.ndarray:
+    """WebRTC's decision per frame; `vad` carries its state on from earlier samples."""
+    if vad is None:
+        vad = _webrtc_vad(sample_rate, aggressiveness, frame_ms)
     frame = sample_rate * frame_ms // 1000
     n = len(samples) // frame
     pcm = (np.clip(samples[: n * frame], -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
@@ -217,7 +250,7 @@ def _webrtc_flags(
         dtype=bool,
         count=n,
     )
-    return _trim_run_ends(flags, WEBRTC_OVERHANG_FRAMES[(aggressiveness >= 2, frame_ms)])
+    return flags
 
 
 @cache
@@ -290,7 +323,11 @@ def _energy_flags(samples: np.ndarray, sample_rate: int, frame_ms: int) -> np.nd
     margin would miss speech that is only 10 dB above the noise.
     """
     frame = max(1, int(sample_rate * frame_ms / 1000))
-    energy_db = 10.0 * np.log10(_frame_powers(samples, frame) + 1e-12)
+    return _energy_flags_from_powers(_frame_powers(samples, frame))
+
+
+def _energy_flags_from_powers(powers: np.ndarray) -> np.ndarray:
+    energy_db = 10.0 * np.log10(powers + 1e-12)
     audible = energy_db[energy_db > SILENCE_DBFS]
     if audible.size == 0:
         return np.zeros(energy_db.size, bool)
@@ -328,3 +365,112 @@ def _runs_to_turns(flags: np.ndarray, frame_s: float, total_s: float) -> list[Sp
     return [
         SpeechTurn(float(s * frame_s), float(min(e * frame_s, total_s))) for s, e in _runs(flags)
     ]
+
+
+# -- streaming ----------------------------------------------------------------------------------
+
+
+class StreamingVAD:
+    """`detect_speech` over a recording fed a block at a time: the same flags, frame by frame.
+
+    Every detector here decides per frame (webrtc, silero: in order, silero carrying its
+    recurrent state from frame to frame as its `audio_forward` does) or from per-frame
+    powers (energy: percentiles over all frames, taken at the end), so only the flags, the
+    frame powers and a part-frame of samples are kept: a few MB for hours of audio. The
+    30 ms frame powers are kept for every method: `noise_floor` needs them for the SNR.
+    """
+
+    def __init__(
+        self,
+        method: str = "silero",
+        sample_rate: int = 16000,
+        aggressiveness: int = 2,
+        frame_ms: int = 30,
+    ) -> None:
+        if method not in VAD_METHODS:
+            raise ValueError(f"unknown VAD method {method!r}; use one of {VAD_METHODS}")
+        self.method, self.sample_rate = method, sample_rate
+        self.aggressiveness, self.frame_ms = aggressiveness, frame_ms
+        self.frame = max(1, int(sample_rate * frame_ms / 1000))
+        self.step = SILERO_FRAME if method == "silero" else self.frame
+        if method == "webrtc":
+            self._vad = _webrtc_vad(sample_rate, aggressiveness, frame_ms)
+        if method == "silero":
+            if sample_rate != SILERO_RATE:
+                raise ValueError(f"silero VAD is used at {SILERO_RATE} Hz here, got {sample_rate}")
+            self._model = _silero_model()
+            self._silero_started = False
+        self.samples_seen = 0
+        self._flags: list[np.ndarray] = []
+        self._powers: list[np.ndarray] = []
+        self._rest = np.zeros(0, np.float32)  # samples not yet a whole detector frame
+        self._power_rest = np.zeros(0, np.float32)  # ... not yet a whole 30 ms power frame
+
+    @property
+    def frame_s(self) -> float:
+        return (
+            (SILERO_FRAME / SILERO_RATE)
+            if self.method == "silero"
+            else self.frame / self.sample_rate
+        )
+
+    def feed(self, block: np.ndarray) -> None:
+        block = _as_mono_float(block)
+        self.samples_seen += len(block)
+        rest = np.concatenate([self._power_rest, block])
+        n = len(rest) // self.frame
+        self._powers.append(_frame_powers(rest, self.frame))
+        self._power_rest = rest[n * self.frame :]
+        if self.method == "energy":
+            return
+        rest = np.concatenate([self._rest, block])
+        n = len(rest) // self.step
+        whole, self._rest = rest[: n * self.step], rest[n * self.step :]
+        if n == 0:
+            return
+        if self.method == "webrtc":
+            self._flags.append(
+                _webrtc_raw_flags(
+                    whole, self.sample_rate, self.aggressiveness, self.frame_ms, self._vad
+                )
+            )
+        else:
+            self._flags.append(self._silero(whole))
+
+    def _silero(self, whole: np.ndarray) -> np.ndarray:
+        import torch
+
+        frames = torch.from_numpy(np.ascontiguousarray(whole)).reshape(-1, 1, SILERO_FRAME)
+        out = np.empty(len(frames), np.float32)
+        with _SILERO_LOCK, torch.inference_mode():
+            if not self._silero_started:  # as audio_forward: fresh state at the recording's start
+                self._model.reset_states()
+                self._silero_started = True
+            for i, frame in enumerate(frames):
+                out[i] = float(self._model(frame, SILERO_RATE).reshape(-1)[0])
+        return out > SILERO_THRESHOLD
+
+    def powers(self) -> np.ndarray:
+        """Mean square of every whole `frame_ms` frame so far (float64)."""
+        return np.concatenate(self._powers) if self._powers else np.zeros(0)
+
+    def flags(self) -> np.ndarray:
+        if self.method == "energy":
+            return _energy_flags_from_powers(self.powers())
+        flags = np.concatenate(self._flags) if self._flags else np.zeros(0, bool)
+        if self.method == "webrtc":
+            overhang = WEBRTC_OVERHANG_FRAMES[(self.aggressiveness >= 2, self.frame_ms)]
+            return _trim_run_ends(flags, overhang)
+        return flags
+
+    def turns(
+        self, min_turn_s: float = 1.0, merge_gap_s: float = 0.3, max_turn_s: float = 10.0
+    ) -> list[SpeechTurn]:
+        return turns_from_flags(
+            self.flags(),
+            self.frame_s,
+            self.samples_seen / self.sample_rate,
+            min_turn_s,
+            merge_gap_s,
+            max_turn_s,
+        )
