@@ -30,13 +30,14 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from biofuse.registry import Registry  # noqa: E402
-from modalities.face.adaface import (  # noqa: E402
+from biofuse.modalities.face.adaface import (  # noqa: E402
     CHIP_SIZE,
     AdaFaceEmbedder,
     build_ir,
     convert_checkpoint,
 )
+
+from biofuse.registry import Registry  # noqa: E402
 
 ISSUE_GFLOPS_PER_FACE = 24.2
 # Dense bf16 tensor-core peaks (no sparsity), from the vendors' data sheets.

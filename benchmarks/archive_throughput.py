@@ -2,7 +2,7 @@
 
 Builds the sample archive (biofuse.sample_archive, from ../shared/data), then measures
 
-(a) end to end: `flows.archive.run_process_archive` (Prefect flow, Ray actors, catalog, Zarr
+(a) end to end: `biofuse.flows.archive.run_process_archive` (Prefect flow, Ray actors, catalog, Zarr
     store), twice in one process: a *cold* run (Prefect's local API, Ray and the model
     actors start) and a *warm* run on a fresh home (new catalog and store, so every video
     is processed again) that reuses the running Ray session, the loaded actors and the
@@ -109,7 +109,7 @@ def catalog_facts(home: Path) -> dict[str, Any]:
 def end_to_end(
     archive: Path, scratch: Path, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    from flows.archive import run_process_archive
+    from biofuse.flows.archive import run_process_archive
 
     runs = {}
     for label in ("cold", "warm"):
@@ -145,8 +145,9 @@ def end_to_end(
 
 def face_pass(face: Any, path: Path, fps: float) -> tuple[int, int, float, float, str | None]:
     """Frames, faces, analyze seconds and decode seconds of one video, as the pipeline batches."""
+    from biofuse.flows.pipeline import FRAMES_PER_CALL
+
     from biofuse import media
-    from flows.pipeline import FRAMES_PER_CALL
 
     frames = faces = 0
     face_s = decode_s = 0.0
@@ -182,14 +183,14 @@ def bare_models(archive: Path, home: Path, threads: int, only: set[str]) -> dict
     """The model calls for the videos the flow finished (`only`), each call timed on its own."""
     import numpy as np
     import torch
+    from biofuse.flows.archive import list_archive
+    from biofuse.flows.models import FaceFrameAnalyzer, VoiceEmbedder
+    from biofuse.modalities.voice.resemblyzer_voice import turn_segments
+    from biofuse.modalities.voice.vad import detect_speech
 
     from biofuse import media
     from biofuse.config import load_settings
     from biofuse.errors import MediaError
-    from flows.archive import list_archive
-    from flows.models import FaceFrameAnalyzer, VoiceEmbedder
-    from modalities.voice.resemblyzer_voice import turn_segments
-    from modalities.voice.vad import detect_speech
 
     torch.set_num_threads(threads)
     settings = load_settings(None, home=str(home))

@@ -35,12 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from body_tracks import Track, concurrent_and_apart, load_tracks, read_video  # noqa: E402
-
-from biofuse.config import shared_data_dir  # noqa: E402
-from biofuse.registry import Registry  # noqa: E402
-from fusion.metrics import eer  # noqa: E402
-from modalities.body.anthropometric import (  # noqa: E402
+from biofuse.fusion.metrics import eer  # noqa: E402
+from biofuse.modalities.body.anthropometric import (  # noqa: E402
     EMBEDDED_FEATURES,
     FEATURES,
     REFERENCE_RATIOS,
@@ -49,7 +45,11 @@ from modalities.body.anthropometric import (  # noqa: E402
     body_proportions,
     track_pose,
 )
-from modalities.items import PoseSequence  # noqa: E402
+from biofuse.modalities.items import PoseSequence  # noqa: E402
+from body_tracks import Track, concurrent_and_apart, load_tracks, read_video  # noqa: E402
+
+from biofuse.config import shared_data_dir  # noqa: E402
+from biofuse.registry import Registry  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 MAX_BOX_HEIGHT = 250  # vtest's people are 90-190 px; taller boxes are HOG false alarms

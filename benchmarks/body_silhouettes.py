@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from biofuse.modalities.body.silhouettes import PersonSegmenter, padded_crop, person_mask  # noqa: E402
+from biofuse.modalities.gait.silhouette import pretreat_silhouette  # noqa: E402
 from body_tracks import load_tracks, read_video  # noqa: E402
 
 from biofuse.config import shared_data_dir  # noqa: E402
-from modalities.body.silhouettes import PersonSegmenter, padded_crop, person_mask  # noqa: E402
-from modalities.gait.silhouette import pretreat_silhouette  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 MAX_BOX_HEIGHT = 250

@@ -56,7 +56,7 @@ def read_video(path: Path | None = None) -> list[np.ndarray]:
 
 
 def detect_and_link(frames: list[np.ndarray]) -> list[Track]:
-    from modalities.body.person_detect import HogPersonDetector
+    from biofuse.modalities.body.person_detect import HogPersonDetector
 
     detector = HogPersonDetector(min_height_px=80.0)
     per_frame = []

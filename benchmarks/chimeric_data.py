@@ -156,15 +156,15 @@ def degrade(rgb: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _embed_faces(lfw: Path, rels: list[str], scales: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    from lfw_dlib import CENTRE_BOX, decode_rgb
-
-    from biofuse.registry import Registry
-    from modalities.face.dlib_face import (
+    from biofuse.modalities.face.dlib_face import (
         DlibFaceDetector,
         DlibFaceEmbedder,
         FaceChip,
         largest_face,
     )
+    from lfw_dlib import CENTRE_BOX, decode_rgb
+
+    from biofuse.registry import Registry
 
     with tempfile.TemporaryDirectory() as models_dir:
         model = Registry(Path(models_dir)).resolve("dlib-resnet")
@@ -183,8 +183,9 @@ def _embed_faces(lfw: Path, rels: list[str], scales: list[float]) -> tuple[np.nd
 
 
 def _embed_voices(segments: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    from biofuse.modalities.voice.resemblyzer_voice import AudioSegment, ResemblyzerExtractor
+
     from biofuse.registry import Registry
-    from modalities.voice.resemblyzer_voice import AudioSegment, ResemblyzerExtractor
 
     with tempfile.TemporaryDirectory() as models_dir:
         model = Registry(Path(models_dir)).resolve("resemblyzer-ge2e")
@@ -209,11 +210,12 @@ def gait_rows(
     template is the quality-weighted mean of nm-01 and nm-02 at all 11 views; each probe is a
     different sequence drawn (seeded) from nm-05/06, bg-01/02 and cl-01/02 at any view.
     """
+    from biofuse.fusion.templates import build_templates
+    from biofuse.modalities.gait.casiab import TEST_SUBJECTS, read_subject, unpack
+    from biofuse.modalities.gait.gei import GeiGaitExtractor
+    from biofuse.modalities.items import SilhouetteSequence
+
     from biofuse.registry import Registry
-    from fusion.templates import build_templates
-    from modalities.gait.casiab import TEST_SUBJECTS, read_subject, unpack
-    from modalities.gait.gei import GeiGaitExtractor
-    from modalities.items import SilhouetteSequence
 
     with tempfile.TemporaryDirectory() as models_dir:
         model = Registry(Path(models_dir)).resolve("gei-pca-lda-casiab")

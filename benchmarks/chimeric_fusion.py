@@ -36,13 +36,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+from biofuse.fusion import metrics  # noqa: E402
+from biofuse.fusion.calibration import LinearCalibration  # noqa: E402
+from biofuse.fusion.decide import leave_own_out  # noqa: E402
+from biofuse.fusion.learned import KINDS, LearnedFusion  # noqa: E402
+from biofuse.fusion.rules import RULES, fuse_rule  # noqa: E402
 from chimeric_data import ChimericSet, load_chimeric  # noqa: E402
-
-from fusion import metrics  # noqa: E402
-from fusion.calibration import LinearCalibration  # noqa: E402
-from fusion.decide import leave_own_out  # noqa: E402
-from fusion.learned import KINDS, LearnedFusion  # noqa: E402
-from fusion.rules import RULES, fuse_rule  # noqa: E402
 
 FOLDS = 5
 OUT = REPO_ROOT / "benchmarks" / "results"

@@ -27,12 +27,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+from biofuse.fusion import metrics  # noqa: E402
+from biofuse.fusion.migrate import EmbeddingMap  # noqa: E402
 from chimeric_data import CACHE  # noqa: E402
 from lfw_dlib import CENTRE_BOX, decode_rgb, read_pairs  # noqa: E402
 
 from biofuse.config import shared_data_dir  # noqa: E402
-from fusion import metrics  # noqa: E402
-from fusion.migrate import EmbeddingMap  # noqa: E402
 
 OUT = REPO_ROOT / "benchmarks" / "results"
 MODELS = {"A": "dlib chip", "B": "ArcFace alignment at dlib scale", "C": "ArcFace 112 x 150/112"}
@@ -40,15 +40,14 @@ MODELS = {"A": "dlib chip", "B": "ArcFace alignment at dlib scale", "C": "ArcFac
 
 def embed_three(lfw: Path, images: list[str]) -> dict[str, np.ndarray]:
     import dlib
-    from lfw_alignment import dlib_chip_template, dlib_reference_models
-
-    from modalities.face.align import (
+    from biofuse.modalities.face.align import (
         ARCFACE_TEMPLATE_112,
         align_face,
         apply_transform,
         similarity_transform,
     )
-    from modalities.face.dlib_face import CHIP_PADDING, CHIP_SIZE
+    from biofuse.modalities.face.dlib_face import CHIP_PADDING, CHIP_SIZE
+    from lfw_alignment import dlib_chip_template, dlib_reference_models
 
     detector, sp5, net, lm68 = dlib_reference_models()
     dlib_tpl = dlib_chip_template()

@@ -1,11 +1,11 @@
 """Error rates per gender on lfw-dev through the production face path (`report --groups`).
 
-Every lfw-dev image goes through `flows.models.FaceFrameAnalyzer` as a video frame does
+Every lfw-dev image goes through `biofuse.flows.models.FaceFrameAnalyzer` as a video frame does
 (largest face per photo). The gallery is the first photo with a face of each person who has
 two or more; every other photo is a probe searched against the whole gallery: mated when
 its person is enrolled, non-mated otherwise (people with one photo). A probe with no face
 scores -1 against everyone (a missed face is a non-match). The scores then go through
-`fusion.demographics` exactly as `biofuse report --groups` runs it, with the genders of
+`biofuse.fusion.demographics` exactly as `biofuse report --groups` runs it, with the genders of
 `lfw-dev/gender.tsv`.
 
     .venv/bin/python benchmarks/demographics.py            # dlib-resnet (the default)
@@ -36,15 +36,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+from biofuse.flows.models import FaceFrameAnalyzer  # noqa: E402
+from biofuse.fusion.demographics import read_groups, write_group_report  # noqa: E402
+from biofuse.fusion.report import LabelledScores  # noqa: E402
 from face_distance import IOU_MATCH, iou, make_frame  # noqa: E402
 from lfw_dlib import decode_rgb, write_atomic  # noqa: E402
 from lfw_pipeline import FRAMES_PER_CALL, NO_FACE_SCORE, run_model  # noqa: E402
 
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
 from biofuse.errors import ModelMissingError  # noqa: E402
-from flows.models import FaceFrameAnalyzer  # noqa: E402
-from fusion.demographics import read_groups, write_group_report  # noqa: E402
-from fusion.report import LabelledScores  # noqa: E402
 
 
 def search_table(

@@ -1,7 +1,7 @@
 """The distance ladder: lfw-dev faces shrunk to W px in 640x480 frames, per face detector.
 
 Per lfw-dev pair: the first photo is enrolled at full size through the production face path
-(`flows.models.FaceFrameAnalyzer`, largest face); the second is shrunk with INTER_AREA until
+(`biofuse.flows.models.FaceFrameAnalyzer`, largest face); the second is shrunk with INTER_AREA until
 its face box (the central 110x110 of a 250x250 lfw-dev photo) is W px wide, pasted at a random
 place into a 640x480 frame of blurred noise, then the whole frame gets sensor noise (sigma 4),
 a Gaussian blur (sigma 0.6) and JPEG quality 75. Frames go to the analyzer 8 at a time, as
@@ -40,10 +40,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+from biofuse.flows.models import FaceFrameAnalyzer  # noqa: E402
 from lfw_dlib import decode_rgb, evaluate, pct, read_pairs, write_atomic  # noqa: E402
 
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
-from flows.models import FaceFrameAnalyzer  # noqa: E402
 
 WIDTHS = (112, 64, 48, 32, 24, 16, 12)
 FACE_BOX = (70.0, 70.0, 180.0, 180.0)  # the face in a 250x250 lfw-dev (deep-funneled) photo
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     runs = [run_detector(d, args, lfw, pairs) for d in args.detectors]
     result = {
-        "benchmark": "lfw-dev distance ladder through flows.models.FaceFrameAnalyzer",
+        "benchmark": "lfw-dev distance ladder through biofuse.flows.models.FaceFrameAnalyzer",
         "pairs": len(pairs),
         "genuine_pairs": int(sum(p.same for p in pairs)),
         "subset": "all" if args.all else f"every {args.step}th pair of pairs.tsv",

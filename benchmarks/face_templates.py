@@ -34,11 +34,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+from biofuse.fusion.metrics import cmc, eer, tar_at_far  # noqa: E402
+from biofuse.modalities.face.dlib_face import aggregate_track  # noqa: E402
 from lfw_dlib import decode_rgb, pct, write_atomic  # noqa: E402
 
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
-from fusion.metrics import cmc, eer, tar_at_far  # noqa: E402
-from modalities.face.dlib_face import aggregate_track  # noqa: E402
 
 EYE_PX_RANGE = (24.0, 40.0)  # the issue's degraded inter-eye distance
 BLUR_SIGMA_RANGE = (1.0, 2.5)  # px, at the reduced size
@@ -54,7 +54,7 @@ class Frame:
     inter_eye_px: float
 
 
-def largest(faces) -> Frame | None:  # noqa: ANN001 - flows.models.FrameFaces
+def largest(faces) -> Frame | None:  # noqa: ANN001 - biofuse.flows.models.FrameFaces
     if len(faces.boxes) == 0:
         return None
     area = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
@@ -200,7 +200,7 @@ def frames_from_json(data: dict) -> dict:
 
 def embed_frames(
     analyzer, lfw: Path, people: list[str], others: list[str], n_distractors: int, seed: int
-) -> dict:  # noqa: ANN001 - flows.models.FaceFrameAnalyzer
+) -> dict:  # noqa: ANN001 - biofuse.flows.models.FaceFrameAnalyzer
     """Every frame the trials draw from, embedded once through the pipeline's face model."""
     rng = np.random.default_rng(seed)
     sharp: dict[str, list[Frame | None]] = {}
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
-    from flows.models import FaceFrameAnalyzer
+    from biofuse.flows.models import FaceFrameAnalyzer
 
     lfw = (args.data or shared_data_dir()) / "lfw-dev"
     with open(lfw / "people.tsv", newline="") as handle:

@@ -1,7 +1,7 @@
 """Fit the default score -> LLR calibrations from the benchmarks' per-pair scores.
 
 Reads the per-pair score files written by `benchmarks/lfw_dlib.py` (faces) and
-`benchmarks/voice_librispeech.py` (voices), fits `fusion.calibration.LinearCalibration` on
+`benchmarks/voice_librispeech.py` (voices), fits `biofuse.fusion.calibration.LinearCalibration` on
 all pairs of each, writes them to `fusion/default_calibration.json`, and reports how well
 calibrated the fitted LLRs are on pairs they were not fitted on (3-fold Cllr; LFW's own
 folds, voice folds by speaker). Fusion sums LLRs across modalities, so a miscalibrated
@@ -42,13 +42,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fusion.calibration import (  # noqa: E402
+from biofuse.fusion.calibration import (  # noqa: E402
     DEFAULTS_PATH,
     LinearCalibration,
     load_default,
     save_defaults,
 )
-from fusion.metrics import cllr, eer  # noqa: E402
+from biofuse.fusion.metrics import cllr, eer  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 FOLDS = (1, 2, 3)
@@ -171,15 +171,14 @@ def gait_pairs(name: str, seed: int = 0, unseen: bool = True) -> PairScores:
     better than on new people: a map fitted there is overconfident on a real gallery.
 
     Per subject: a gallery template of nm-01..04 at one random view (quality-weighted,
-    `fusion.templates.build_templates` with the model's metric) and three probe sequences,
+    `biofuse.fusion.templates.build_templates` with the model's metric) and three probe sequences,
     one NM (nm-05/06), one BG, one CL, each at its own random view (so most pairs are
     cross-view). Every probe is scored against every subject's template.
     """
-    from biofuse.config import Settings, shared_data_dir
-    from flows.models import GaitEmbedder
-    from fusion.scores import metric_for_model, similarity
-    from fusion.templates import build_templates
-    from modalities.gait.casiab import (
+    from biofuse.flows.models import GaitEmbedder
+    from biofuse.fusion.scores import metric_for_model, similarity
+    from biofuse.fusion.templates import build_templates
+    from biofuse.modalities.gait.casiab import (
         GALLERY_CONDITIONS,
         TEST_SUBJECTS,
         TRAIN_SUBJECTS,
@@ -187,7 +186,9 @@ def gait_pairs(name: str, seed: int = 0, unseen: bool = True) -> PairScores:
         read_subject,
         unpack,
     )
-    from modalities.items import SilhouetteSequence
+    from biofuse.modalities.items import SilhouetteSequence
+
+    from biofuse.config import Settings, shared_data_dir
 
     root = shared_data_dir() / "casiab"
     embedder = GaitEmbedder(Settings(gait_model=name))
@@ -272,11 +273,11 @@ def body_pairs() -> PairScores:
     who left and came back as an impostor).
     """
     sys.path.insert(0, str(REPO / "benchmarks"))
+    from biofuse.flows.models import BodyEmbedder
     from body_shape import MAX_BOX_HEIGHT, POSE_CACHE, all_half_sequences, trials
     from body_tracks import CACHE, concurrent_and_apart, load_tracks
 
     from biofuse.config import Settings
-    from flows.models import BodyEmbedder
 
     for cache in (CACHE, POSE_CACHE):
         if not cache.is_file():

@@ -33,10 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biofuse.config import load_settings, shared_data_dir  # noqa: E402
-from biofuse.errors import ModelMissingError  # noqa: E402
-from biofuse.registry import Registry  # noqa: E402
-from modalities.gait.casiab import (  # noqa: E402
+from biofuse.modalities.gait.casiab import (  # noqa: E402
     TEST_SUBJECTS,
     VIEWS,
     ProtocolResult,
@@ -45,16 +42,20 @@ from modalities.gait.casiab import (  # noqa: E402
     iter_sequences,
     rank1_table,
 )
-from modalities.gait.compact import COMPACT_CONFIG  # noqa: E402
-from modalities.gait.extractors import GaitBaseExtractor  # noqa: E402
-from modalities.gait.gaitbase import (  # noqa: E402
+from biofuse.modalities.gait.compact import COMPACT_CONFIG  # noqa: E402
+from biofuse.modalities.gait.extractors import GaitBaseExtractor  # noqa: E402
+from biofuse.modalities.gait.gaitbase import (  # noqa: E402
     GAITBASE_CASIAB,
     GaitBase,
     GaitBaseConfig,
     gait_distance,
 )
-from modalities.gait.gei import GeiGaitExtractor  # noqa: E402
-from modalities.items import SilhouetteSequence  # noqa: E402
+from biofuse.modalities.gait.gei import GeiGaitExtractor  # noqa: E402
+from biofuse.modalities.items import SilhouetteSequence  # noqa: E402
+
+from biofuse.config import load_settings, shared_data_dir  # noqa: E402
+from biofuse.errors import ModelMissingError  # noqa: E402
+from biofuse.registry import Registry  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 README_GEI_BASELINE = {"NM": 64.4, "BG": 47.4, "CL": 32.3}  # ../shared/data/casiab/README.md

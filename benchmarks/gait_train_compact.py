@@ -31,16 +31,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biofuse.config import shared_data_dir  # noqa: E402
-from modalities.gait.casiab import TRAIN_SUBJECTS, data_sha256, read_subject  # noqa: E402
-from modalities.gait.compact import (  # noqa: E402
+from biofuse.modalities.gait.casiab import TRAIN_SUBJECTS, data_sha256, read_subject  # noqa: E402
+from biofuse.modalities.gait.compact import (  # noqa: E402
     COMPACT_CONFIG,
     GAITBASE_RECIPE,
     Recipe,
     packed_training_set,
     train,
 )
-from modalities.gait.gaitbase import GAITBASE_CASIAB, GaitBase  # noqa: E402
+from biofuse.modalities.gait.gaitbase import GAITBASE_CASIAB, GaitBase  # noqa: E402
+
+from biofuse.config import shared_data_dir  # noqa: E402
 
 ARCHS = {"compact": COMPACT_CONFIG, "gaitbase": GAITBASE_CASIAB}
 RECIPES = {"cpu": Recipe(), "gaitbase": GAITBASE_RECIPE}

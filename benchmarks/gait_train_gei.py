@@ -25,8 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biofuse.config import shared_data_dir  # noqa: E402
-from modalities.gait.casiab import (  # noqa: E402
+from biofuse.modalities.gait.casiab import (  # noqa: E402
     TRAIN_SUBJECTS,
     SequenceLabel,
     cosine_similarity,
@@ -34,12 +33,14 @@ from modalities.gait.casiab import (  # noqa: E402
     iter_sequences,
     rank1_table,
 )
-from modalities.gait.gei import (  # noqa: E402
+from biofuse.modalities.gait.gei import (  # noqa: E402
     GeiPcaLda,
     gait_energy_image,
     principal_axes,
     usable_frames,
 )
+
+from biofuse.config import shared_data_dir  # noqa: E402
 
 WEIGHTS = REPO / "modalities" / "gait" / "weights"
 NAME = "gei-pca-lda-casiab"

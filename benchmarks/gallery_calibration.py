@@ -26,12 +26,13 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from biofuse.flows.actors import local_handle  # noqa: E402
+from biofuse.flows.rebuild import calibration_shift, enrollment_pairs, fit_calibration  # noqa: E402
+from biofuse.fusion.calibration import load_default  # noqa: E402
+from biofuse.fusion.metrics import cllr  # noqa: E402
+
 from biofuse import media  # noqa: E402
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
-from flows.actors import local_handle  # noqa: E402
-from flows.rebuild import calibration_shift, enrollment_pairs, fit_calibration  # noqa: E402
-from fusion.calibration import load_default  # noqa: E402
-from fusion.metrics import cllr  # noqa: E402
 
 
 def lfw_pair_cosines(scores_tsv: Path) -> tuple[np.ndarray, np.ndarray]:

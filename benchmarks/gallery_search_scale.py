@@ -43,8 +43,8 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fusion import search  # noqa: E402
-from fusion.scores import similarity  # noqa: E402
+from biofuse.fusion import search  # noqa: E402
+from biofuse.fusion.scores import similarity  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM, TOP_K, SHORTLIST = 512, 10, 100
@@ -135,7 +135,7 @@ def main() -> None:
     q, truth = probes_for(x, max(args.probes, args.batch))
     results = []
 
-    # today: identify's brute force, fusion.scores.similarity over every template (it
+    # today: identify's brute force, biofuse.fusion.scores.similarity over every template (it
     # renormalises the templates on each call), then the top 10
     def today(p: np.ndarray) -> np.ndarray:
         s = similarity(p, x, "cosine")[0]

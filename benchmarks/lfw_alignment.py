@@ -37,18 +37,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from lfw_dlib import CENTRE_BOX, decode_rgb, evaluate, read_pairs  # noqa: E402
-
-from biofuse.config import shared_data_dir  # noqa: E402
-from biofuse.registry import Registry  # noqa: E402
-from modalities.face.align import (  # noqa: E402
+from biofuse.modalities.face.align import (  # noqa: E402
     ARCFACE_TEMPLATE_112,
     Dlib68Landmarker,
     align_face,
     apply_transform,
     similarity_transform,
 )
-from modalities.face.dlib_face import CHIP_PADDING, CHIP_SIZE  # noqa: E402
+from biofuse.modalities.face.dlib_face import CHIP_PADDING, CHIP_SIZE  # noqa: E402
+from lfw_dlib import CENTRE_BOX, decode_rgb, evaluate, read_pairs  # noqa: E402
+
+from biofuse.config import shared_data_dir  # noqa: E402
+from biofuse.registry import Registry  # noqa: E402
 
 # dlib's unit-square targets for its 5-point model (dlib/image_transforms/interpolation.h,
 # get_face_chip_details): image-right eye outer/inner corner, image-left eye outer/inner

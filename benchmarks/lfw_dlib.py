@@ -30,21 +30,22 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from biofuse.config import shared_data_dir  # noqa: E402
-from biofuse.registry import Registry  # noqa: E402
-from fusion.metrics import (  # noqa: E402
+from biofuse.fusion.metrics import (  # noqa: E402
     eer,
     kfold_verification_accuracy,
     roc,
     tar_at_far,
 )
-from modalities.face import (  # noqa: E402
+from biofuse.modalities.face import (  # noqa: E402
     DlibFaceDetector,
     DlibFaceEmbedder,
     FaceChip,
     FaceDetection,
     largest_face,
 )
+
+from biofuse.config import shared_data_dir  # noqa: E402
+from biofuse.registry import Registry  # noqa: E402
 
 CENTRE_BOX = (70.0, 70.0, 180.0, 180.0)  # the README baseline's fallback for 250x250 LFW images
 DLIB_THRESHOLD = 0.6  # dlib's published Euclidean threshold
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n = len(images)
     result = {
-        "benchmark": "lfw-dev pairs.tsv, dlib-resnet via biofuse modalities.face",
+        "benchmark": "lfw-dev pairs.tsv, dlib-resnet via biofuse.modalities.face",
         "genuine_pairs": int(labels.sum()),
         "impostor_pairs": int((labels == 0).sum()),
         "model_id": embedder.model_id,

@@ -1,6 +1,6 @@
 """LFW verification through the production face pipeline, for every configured face model.
 
-Each lfw-dev image goes through `flows.models.FaceFrameAnalyzer` exactly as a video frame
+Each lfw-dev image goes through `biofuse.flows.models.FaceFrameAnalyzer` exactly as a video frame
 does (detection, 5 landmarks, alignment, embedding, per-face quality); the largest face
 is the photo's subject. A photo where the pipeline finds no face gives no evidence, as in a
 video, so its pairs are scored -1 (a non-match). Figures per model: 3-fold accuracy with the
@@ -30,12 +30,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+from biofuse.flows.models import FaceFrameAnalyzer  # noqa: E402
 from lfw_dlib import decode_rgb, evaluate, pct, read_pairs, write_atomic  # noqa: E402
 
 from biofuse.config import load_settings, shared_data_dir  # noqa: E402
 from biofuse.errors import ModelMissingError  # noqa: E402
 from biofuse.registry import SPECS  # noqa: E402
-from flows.models import FaceFrameAnalyzer  # noqa: E402
 
 NO_FACE_SCORE = -1.0  # the lowest cosine: a pair with a missing face is never accepted
 FRAMES_PER_CALL = 8  # as flows/pipeline.py sends frames to the face model
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} {variant}: done", file=sys.stderr)
 
     result = {
-        "benchmark": "lfw-dev pairs.tsv through flows.models.FaceFrameAnalyzer",
+        "benchmark": "lfw-dev pairs.tsv through biofuse.flows.models.FaceFrameAnalyzer",
         "pairs": len(pairs),
         "genuine_pairs": int(labels.sum()),
         "images": len(images),

@@ -6,7 +6,7 @@ utterances of the shared voice-dev set, in turn, each followed by a pause drawn 
 It is written as 16 kHz int16 WAV a block at a time (345 MB for 3 hours).
 
 Each path runs in a fresh process and reports its peak RSS (ru_maxrss):
-  * streamed - flows.pipeline._speech_segments as `process` runs it now (decode, VAD,
+  * streamed - biofuse.flows.pipeline._speech_segments as `process` runs it now (decode, VAD,
     diarization and embedding a block / a batch at a time), resemblyzer in-process;
   * whole-file decode - media.read_audio alone, the first step of the old path: its floor
     (the old path then also held every window's and turn's segment for one encoder call).
@@ -36,8 +36,8 @@ STREAMED = """
 import json, resource, sys, time
 from pathlib import Path
 from biofuse.config import load_settings
-from flows.actors import local_handle
-from flows.pipeline import VideoEvidence, _speech_segments
+from biofuse.flows.actors import local_handle
+from biofuse.flows.pipeline import VideoEvidence, _speech_segments
 settings = load_settings(home=sys.argv[2], vad=sys.argv[3])
 voice = local_handle("voice", settings)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

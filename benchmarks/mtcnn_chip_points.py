@@ -18,10 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from biofuse.modalities.face.dlib_face import DlibFaceDetector  # noqa: E402
+from biofuse.modalities.face.mtcnn_detect import MtcnnFaceDetector  # noqa: E402
+
 from biofuse.config import shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
-from modalities.face.dlib_face import DlibFaceDetector  # noqa: E402
-from modalities.face.mtcnn_detect import MtcnnFaceDetector  # noqa: E402
 
 
 def main() -> None:

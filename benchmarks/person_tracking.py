@@ -19,7 +19,7 @@ second of detector + tracker, and the detections of frames 0..200 are written to
 tests/data/vtest_hog_detections.csv (the tracking test replays them). Detections are cached
 under ~/.cache/biofuse-bench, keyed by the detector's settings.
 
-Background subtraction (`modalities.body.background`, the `person_detector` default on a
+Background subtraction (`biofuse.modalities.body.background`, the `person_detector` default on a
 fixed camera) runs on the same span and on the whole video with OpenCV on one thread: MOTA,
 IDF1, frames per second of the pass + tracker. Its foreground masks are compared with
 MediaPipe selfie segmentation on the span's tracks: IoU of the OpenGait-pretreated 64x64
@@ -47,6 +47,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from biofuse.modalities.body.person_detect import FramePersons, HogPersonDetector  # noqa: E402
+
 from biofuse import media  # noqa: E402
 from biofuse.config import shared_data_dir  # noqa: E402
 from biofuse.tracking import (  # noqa: E402
@@ -56,7 +58,6 @@ from biofuse.tracking import (  # noqa: E402
     mot_scores,
     track_persons,
 )
-from modalities.body.person_detect import FramePersons, HogPersonDetector  # noqa: E402
 
 VIDEO = "video/opencv_vtest_pedestrians.avi"
 FPS = 10.0
@@ -164,7 +165,7 @@ def pose_confirmed(
 ) -> tuple[list[FramePersons], float]:
     """HOG boxes re-scored by MediaPipe Pose on their crops (see the module docstring), and the
     verifier's seconds per frame."""
-    from modalities.body.anthropometric import PoseEstimator
+    from biofuse.modalities.body.anthropometric import PoseEstimator
 
     cache = CACHE / f"vtest_pose_support_{len(found)}_{_boxes_digest(found)}.npz"
     if cache.is_file():
@@ -257,8 +258,7 @@ def background_video(max_frames: int | None) -> tuple[list[FramePersons], float,
     """Background-pass people of every frame (up to max_frames), its seconds per frame on one
     OpenCV thread, and the frames it handed to HOG (none expected: a fixed camera)."""
     import cv2
-
-    from modalities.body.background import BackgroundPersonPass
+    from biofuse.modalities.body.background import BackgroundPersonPass
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -284,11 +284,12 @@ def background_video(max_frames: int | None) -> tuple[list[FramePersons], float,
 def mask_vs_selfie(found: list[FramePersons], tracks: list[LinkedTrack]) -> dict[str, object]:
     """Silhouette IoU (pretreated 64x64) of foreground masks vs selfie segmentation on the same
     frames of the span's tracks, and gait embeddings of both per track."""
+    from biofuse.flows.models import GaitEmbedder
+    from biofuse.modalities.body.silhouettes import PersonSegmenter, mask_silhouettes, person_mask
+    from biofuse.modalities.gait.silhouette import pretreat_silhouette
+    from biofuse.modalities.items import SilhouetteSequence
+
     from biofuse.config import Settings
-    from flows.models import GaitEmbedder
-    from modalities.body.silhouettes import PersonSegmenter, mask_silhouettes, person_mask
-    from modalities.gait.silhouette import pretreat_silhouette
-    from modalities.items import SilhouetteSequence
 
     images = {}
     for frame in media.iter_frames(shared_data_dir() / VIDEO, FPS):

@@ -1,6 +1,6 @@
 """What cohort score normalisation (z, t, s and adaptive s-norm) does to face and voice scores.
 
-`fusion.normalize.CohortNormaliser` is applied exactly as identify would apply it: each
+`biofuse.fusion.normalize.CohortNormaliser` is applied exactly as identify would apply it: each
 gallery-side vector (template) gets z-statistics against a cohort, each probe t-statistics,
 s-norm averages both, adaptive s-norm (AS-norm) uses only each side's `top_n` highest cohort
 scores. Every cohort is disjoint from the identities of the trials it normalises:
@@ -53,15 +53,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from biofuse.fusion.calibration import LinearCalibration  # noqa: E402
+from biofuse.fusion.metrics import cllr, det, eer, kfold_verification_accuracy, probit, tar_at_far  # noqa: E402
+from biofuse.fusion.normalize import CohortNormaliser, Method  # noqa: E402
+from biofuse.fusion.scores import similarity  # noqa: E402
 from fit_default_calibration import min_cllr  # noqa: E402
 from lfw_dlib import CENTRE_BOX, decode_rgb, read_pairs, write_atomic  # noqa: E402
 
 from biofuse.config import shared_data_dir  # noqa: E402
 from biofuse.registry import Registry  # noqa: E402
-from fusion.calibration import LinearCalibration  # noqa: E402
-from fusion.metrics import cllr, det, eer, kfold_verification_accuracy, probit, tar_at_far  # noqa: E402
-from fusion.normalize import CohortNormaliser, Method  # noqa: E402
-from fusion.scores import similarity  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = Path.home() / ".cache" / "biofuse-bench"
@@ -93,7 +93,7 @@ def _cached(name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -
 
 def lfw_embeddings(lfw: Path) -> tuple[list[str], np.ndarray, str]:
     """Every lfw-dev image through the production dlib path (lfw_dlib.py's, centre-box fallback)."""
-    from modalities.face import DlibFaceDetector, DlibFaceEmbedder, FaceChip, largest_face
+    from biofuse.modalities.face import DlibFaceDetector, DlibFaceEmbedder, FaceChip, largest_face
 
     images = sorted(str(p.relative_to(lfw)) for p in (lfw / "images").glob("*/*.jpg"))
     with tempfile.TemporaryDirectory() as models_dir:
@@ -140,9 +140,8 @@ def ami_segments(root: Path) -> tuple[list, list]:
     still enter the cohort). Turns: every RTTM turn of >= MIN_TURN_S, overlap included, as
     `benchmarks/voice_ami.py` scores cross-recording verification.
     """
+    from biofuse.modalities.voice import AudioSegment
     from voice_ami import load
-
-    from modalities.voice import AudioSegment
 
     speech: dict[str, list[np.ndarray]] = {}
     turns = []
@@ -168,9 +167,8 @@ def ami_segments(root: Path) -> tuple[list, list]:
 
 
 def voice_embeddings(root: Path) -> VoiceData:
+    from biofuse.modalities.voice import ResemblyzerExtractor
     from voice_librispeech import embed_vad_turns, load_utterances
-
-    from modalities.voice import ResemblyzerExtractor
 
     with tempfile.TemporaryDirectory() as models_dir:
         model = Registry(Path(models_dir)).resolve("resemblyzer-ge2e")
@@ -399,7 +397,8 @@ def min_cllr_of(genuine: np.ndarray, impostor: np.ndarray) -> float:
 
 
 def tar_at(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float | None:
-    """fusion.metrics.tar_at_far; None when fewer than 1/far impostors make it meaningless."""
+    """`biofuse.fusion.metrics.tar_at_far`; None when fewer than 1/far impostors make it
+    meaningless."""
     return tar_at_far(genuine, impostor, far) if impostor.size * far >= 1 else None
 
 
@@ -599,7 +598,8 @@ def markdown(report: dict) -> str:
         "# Score normalisation: z-norm, t-norm, s-norm and adaptive s-norm (AS-norm)",
         "",
         f"Written by `benchmarks/score_normalisation.py` on {report['date']} "
-        f"({report['seconds']:.0f} s). Normalisation by `fusion.normalize.CohortNormaliser`, "
+        f"({report['seconds']:.0f} s). Normalisation by "
+        "`biofuse.fusion.normalize.CohortNormaliser`, "
         "figures by `fusion/metrics.py`. Every cohort is disjoint from the people in the trials "
         "it normalises. *min Cllr*: after the best monotonic map (PAV) on the same trials, a "
         "floor. *FAR c*: the FAR condition c really gets at one threshold set for FAR = 1e-2 on "
@@ -665,8 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-
-    from fusion.normalize import choose_cohort
+    from biofuse.fusion.normalize import choose_cohort
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -710,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
             "modality": "face",
             "model_id": face_model,
             "cohort": f"for fold k, {what} of the people of the other two folds "
-            f"(fusion.normalize.choose_cohort); rows per fold {rows}.",
+            f"(biofuse.fusion.normalize.choose_cohort); rows per fold {rows}.",
             "cohort_rows": rows,
             "trials": lfw_desc,
             "results": res,

@@ -33,13 +33,13 @@ def timed(fn, repeats: int) -> float:
 
 def models() -> dict[str, tuple[torch.nn.Module, object, int]]:
     out: dict[str, tuple[torch.nn.Module, object, int]] = {}
-    from modalities.gait.deepgaitv2 import build_deepgaitv2
+    from biofuse.modalities.gait.deepgaitv2 import build_deepgaitv2
 
     gait = build_deepgaitv2()
     sils = (torch.rand(1, 30, 64, 44) > 0.5).float()
     out["deepgaitv2-casiab"] = (gait, lambda: gait(sils), 1)
     try:
-        from modalities.face.kprpe import build_kprpe
+        from biofuse.modalities.face.kprpe import build_kprpe
     except ImportError:
         return out
     face = build_kprpe()

@@ -44,6 +44,9 @@ from scipy.optimize import linear_sum_assignment
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from biofuse.flows.models import FaceFrameAnalyzer  # noqa: E402
+from biofuse.flows.pipeline import VideoEvidence, _frame_pass  # noqa: E402
+
 from benchmarks.person_tracking import read_detections, read_truth  # noqa: E402
 from biofuse.config import Settings  # noqa: E402
 from biofuse.errors import MediaError  # noqa: E402
@@ -56,8 +59,6 @@ from biofuse.tracking import (  # noqa: E402
     link_faces,
     track_persons,
 )
-from flows.models import FaceFrameAnalyzer  # noqa: E402
-from flows.pipeline import VideoEvidence, _frame_pass  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 HIDDEN_S = (2.0, 2.8)  # the occlusion variant: the face's detections removed meanwhile

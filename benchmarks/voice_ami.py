@@ -13,7 +13,7 @@ folder, which this machine does not have).
   speech detector, and every configuration also on the held-out `dev`/`tst` excerpts.
 - Speaker verification: every RTTM turn of at least 1 s is embedded; a trial is a pair of turns
   from different excerpts (AMI participant ids are global, so the same id in two excerpts is the
-  same person); score = cosine; EER from fusion.metrics.
+  same person); score = cosine; EER from biofuse.fusion.metrics.
 - RTF: decode (PyAV) + VAD + window embeddings + clustering + turn embeddings, per recording,
   compute seconds / audio seconds, best of `--repeats`, for each of `RTF_VADS`; the detectors
   take turns within each repeat (order alternating), so the machine's load falls on all alike.
@@ -41,20 +41,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biofuse import media  # noqa: E402
-from biofuse.config import Settings, shared_data_dir  # noqa: E402
-from biofuse.registry import Registry  # noqa: E402
-from fusion.metrics import eer  # noqa: E402
-from modalities.base import Embeddings  # noqa: E402
-from modalities.voice import AudioSegment, ResemblyzerExtractor, SpeechTurn  # noqa: E402
-from modalities.voice.diarize import (  # noqa: E402
+from biofuse.fusion.metrics import eer  # noqa: E402
+from biofuse.modalities.base import Embeddings  # noqa: E402
+from biofuse.modalities.voice import AudioSegment, ResemblyzerExtractor, SpeechTurn  # noqa: E402
+from biofuse.modalities.voice.diarize import (  # noqa: E402
     DEFAULT_THRESHOLD,
     MIN_REGION_S,
     Diarization,
     DiarizationParams,
     diarize,
 )
-from modalities.voice.vad import detect_speech  # noqa: E402
+from biofuse.modalities.voice.vad import detect_speech  # noqa: E402
+
+from biofuse import media  # noqa: E402
+from biofuse.config import Settings, shared_data_dir  # noqa: E402
+from biofuse.registry import Registry  # noqa: E402
 
 SR = 16000
 RESULTS = REPO / "benchmarks" / "results"
@@ -290,7 +291,7 @@ def real_time_factor(root: Path, extractor: ResemblyzerExtractor, repeats: int) 
 
     One entry per detector in `RTF_VADS`, timed in turns within each repeat.
     """
-    from modalities.voice import turn_segments
+    from biofuse.modalities.voice import turn_segments
 
     wavs = sorted(root.glob("*.wav"))
     audio_s = sum(len(media.read_audio(wav)) / SR for wav in wavs)

@@ -42,16 +42,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biofuse.config import Settings, shared_data_dir  # noqa: E402
-from biofuse.registry import Registry  # noqa: E402
-from modalities.base import Embeddings  # noqa: E402
-from modalities.voice import (  # noqa: E402
+from biofuse.modalities.base import Embeddings  # noqa: E402
+from biofuse.modalities.voice import (  # noqa: E402
     AudioSegment,
     ResemblyzerExtractor,
     detect_speech,
     turn_segments,
     voice_template,
 )
+
+from biofuse.config import Settings, shared_data_dir  # noqa: E402
+from biofuse.registry import Registry  # noqa: E402
 
 T = TypeVar("T")
 SR = 16000
@@ -60,7 +61,7 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 try:
-    from fusion.metrics import eer, tar_at_far
+    from biofuse.fusion.metrics import eer, tar_at_far
 except ImportError:  # fusion/metrics.py not written yet: the same definitions, locally
 
     def _roc(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -143,9 +143,9 @@ def process(archive: Path = typer.Argument(..., help="A folder of videos (or one
             console.print(f"{total - done} of the {total} files repeat another file's content")
         return
 
-    from flows.actors import ensure_ray
-    from flows.archive import run_process_archive
-    from flows.context import Context
+    from biofuse.flows.actors import ensure_ray
+    from biofuse.flows.archive import run_process_archive
+    from biofuse.flows.context import Context
 
     try:
         ctx = Context.open()
@@ -229,9 +229,9 @@ def enroll(
     """Add an identity's evidence to the gallery."""
     import uuid
 
-    from flows.actors import ensure_ray
-    from flows.gallery import ENROLL_PROGRESS, check_enrollment_files
-    from flows.gallery import enroll as enroll_flow
+    from biofuse.flows.actors import ensure_ray
+    from biofuse.flows.gallery import ENROLL_PROGRESS, check_enrollment_files
+    from biofuse.flows.gallery import enroll as enroll_flow
 
     missing = [str(f) for f in files if not f.exists() and not f.is_symlink()]
     if missing:
@@ -359,7 +359,7 @@ def identify(
     from sqlalchemy import select
 
     from biofuse.catalog import Catalog, Track
-    from flows.gallery import identify as identify_flow
+    from biofuse.flows.gallery import identify as identify_flow
 
     keys = [t for t in targets or [] if not Path(t).exists()]
     if keys:  # refuse unknown track keys before any flow starts
@@ -546,10 +546,10 @@ def demo(
     from sqlalchemy import func, select
 
     from biofuse.catalog import Catalog, Track, Video
+    from biofuse.flows.gallery import enroll as enroll_flow
+    from biofuse.flows.gallery import identify as identify_flow
     from biofuse.registry import Registry
     from biofuse.sample_archive import build_sample_archive
-    from flows.gallery import enroll as enroll_flow
-    from flows.gallery import identify as identify_flow
 
     try:
         console.rule("1. sample archive")
@@ -628,7 +628,7 @@ def gallery_rebuild(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Bring templates to the current models, refit calibration, switch to a new version."""
-    from flows.rebuild import rebuild_gallery, report_markdown
+    from biofuse.flows.rebuild import rebuild_gallery, report_markdown
 
     try:
         report = rebuild_gallery()
@@ -651,8 +651,8 @@ def gallery_forget(
     """Erase one identity everywhere: catalog rows, store rows, gallery versions, thumbnails."""
     if not yes:
         _fail(BiofuseError(f"erasing {name!r} cannot be undone: add --yes to confirm"))
-    from flows.context import Context
-    from flows.forget import forget_identity
+    from biofuse.flows.context import Context
+    from biofuse.flows.forget import forget_identity
 
     try:
         report = forget_identity(Context.open(), name)
@@ -752,8 +752,8 @@ def calibrate(
     from typing import get_args
 
     from biofuse.config import Settings
-    from fusion.operator import calibrate_files
-    from fusion.report import labelled_tables, read_rows
+    from biofuse.fusion.operator import calibrate_files
+    from biofuse.fusion.report import labelled_tables, read_rows
 
     settings = load_settings()
     method = method or settings.fusion_method
@@ -801,8 +801,8 @@ def report(
     ),
 ) -> None:
     """ROC, DET, CMC and score histograms as PNG, plus a markdown and HTML summary."""
-    from fusion.demographics import read_groups, write_group_report
-    from fusion.report import labelled_tables, read_rows, write_report
+    from biofuse.fusion.demographics import read_groups, write_group_report
+    from biofuse.fusion.report import labelled_tables, read_rows, write_report
 
     try:
         table = labelled_tables([r for p in scores for r in read_rows(p)])
@@ -837,8 +837,8 @@ def gallery_migrate(
     method: str = typer.Option("ridge", help="ridge (affine) or procrustes (rotation)."),
 ) -> None:
     """Map enrolled templates into a new model's space until they are re-extracted."""
-    from flows.context import Context
-    from flows.migrate import load_map, migrate_gallery
+    from biofuse.flows.context import Context
+    from biofuse.flows.migrate import load_map, migrate_gallery
 
     try:
         ctx = Context.open()

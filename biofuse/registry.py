@@ -69,7 +69,7 @@ MODALITIES: dict[str, ModalitySpec] = {
         ModalitySpec(name="body", keyed_by="track", needs_person_tracks=True),
     ]
 }
-# A calibration that is not fitted: the bounded guess `fusion.calibration.UNFITTED_GUESS`. A
+# A calibration that is not fitted: the bounded guess `biofuse.fusion.calibration.UNFITTED_GUESS`. A
 # model must say it uses it (calibration=UNFITTED), it is never a silent default.
 UNFITTED = "unfitted"
 
@@ -171,20 +171,20 @@ class ResolvedModel:
 # (MS1MV2/MS1MV3, WebFace4M/12M: research, non-commercial), hence `--training-set`.
 ADAFACE_LICENCE = "MIT (mk-minchul/AdaFace code); weights: the training set's terms"
 # Official .ckpt -> safetensors, once, at `models add` (see Registry.add).
-ADAFACE_CONVERTER = "modalities.face.adaface:convert_for_registry"
+ADAFACE_CONVERTER = "biofuse.modalities.face.adaface:convert_for_registry"
 # The other user-added models: checked in full, then installed as they are.
-ECAPA_INSTALLER = "modalities.voice.ecapa:install_for_registry"
-GAITBASE_INSTALLER = "modalities.gait.gaitbase:install_for_registry"
-DEEPGAITV2_INSTALLER = "modalities.gait.deepgaitv2:install_for_registry"
-KPRPE_INSTALLER = "modalities.face.kprpe:install_for_registry"
-CLIP_STUDENT_INSTALLER = "modalities.body.clip_student:install_for_registry"
+ECAPA_INSTALLER = "biofuse.modalities.voice.ecapa:install_for_registry"
+GAITBASE_INSTALLER = "biofuse.modalities.gait.gaitbase:install_for_registry"
+DEEPGAITV2_INSTALLER = "biofuse.modalities.gait.deepgaitv2:install_for_registry"
+KPRPE_INSTALLER = "biofuse.modalities.face.kprpe:install_for_registry"
+CLIP_STUDENT_INSTALLER = "biofuse.modalities.body.clip_student:install_for_registry"
 
 SPECS: dict[str, ModelSpec] = {
     s.name: s
     for s in [
         ModelSpec(
             name="dlib-resnet",
-            builder="modalities.builders:dlib_resnet",
+            builder="biofuse.modalities.builders:dlib_resnet",
             input="dlib-chip",
             dim=128,
             metric="mean-cosine",
@@ -203,7 +203,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="resemblyzer-ge2e",
-            builder="modalities.builders:resemblyzer",
+            builder="biofuse.modalities.builders:resemblyzer",
             input="audio-segment",
             dim=256,
             metric="cosine",
@@ -223,7 +223,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="adaface-ir18",
-            builder="modalities.builders:adaface",
+            builder="biofuse.modalities.builders:adaface",
             input="aligned-112",
             dim=512,
             metric="mean-cosine",
@@ -242,7 +242,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="adaface-ir50",
-            builder="modalities.builders:adaface",
+            builder="biofuse.modalities.builders:adaface",
             input="aligned-112",
             dim=512,
             metric="mean-cosine",
@@ -261,7 +261,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="adaface-ir101",
-            builder="modalities.builders:adaface",
+            builder="biofuse.modalities.builders:adaface",
             input="aligned-112",
             dim=512,
             metric="mean-cosine",
@@ -280,7 +280,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="kprpe-vit-base-webface4m",
-            builder="modalities.builders:kprpe",
+            builder="biofuse.modalities.builders:kprpe",
             input="aligned-112-points5",
             dim=512,
             metric="mean-cosine",  # as every face model: calibrated one image against one
@@ -298,7 +298,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="ecapa-voxceleb",
-            builder="modalities.builders:ecapa",
+            builder="biofuse.modalities.builders:ecapa",
             input="audio-segment",
             dim=192,
             metric="cosine",
@@ -317,7 +317,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="gaitbase-casiab",
-            builder="modalities.builders:gaitbase",
+            builder="biofuse.modalities.builders:gaitbase",
             input="silhouette-sequence",
             dim=256 * 16,
             metric="gait-euclidean",
@@ -332,7 +332,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="deepgaitv2-casiab",
-            builder="modalities.builders:deepgaitv2",
+            builder="biofuse.modalities.builders:deepgaitv2",
             input="silhouette-sequence",
             dim=256 * 16,
             metric="gait-euclidean",
@@ -349,7 +349,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="gei-pca-lda-casiab",
-            builder="modalities.builders:gei",
+            builder="biofuse.modalities.builders:gei",
             input="silhouette-sequence",
             dim=73,  # the LDA dimension stored in the shipped .npz
             metric="cosine",
@@ -361,12 +361,12 @@ SPECS: dict[str, ModelSpec] = {
             provenance="trained by biofuse on CASIA-B 001-074: benchmarks/gait_train_gei.py, "
             "report in modalities/gait/weights/gei-pca-lda-casiab.json",
             description="Gait Energy Image 64x44 + PCA + LDA, unit rows, cosine (classical)",
-            package="modalities.gait",
+            package="biofuse.modalities.gait",
             sha256="8d62a1677cea60f555b93a8d35f368d036f19b1d95afa9c2278fc7fe1f0b6911",
         ),
         ModelSpec(
             name="gait-compact-casiab",
-            builder="modalities.builders:gait_compact",
+            builder="biofuse.modalities.builders:gait_compact",
             input="silhouette-sequence",
             dim=64 * 16,
             metric="gait-euclidean",
@@ -379,14 +379,14 @@ SPECS: dict[str, ModelSpec] = {
             "report in modalities/gait/weights/gait-compact-casiab.json",
             description="compact GaitBase-like CNN, 64x16 part embeddings, part-mean Euclidean "
             "(gait default)",
-            package="modalities.gait",
+            package="biofuse.modalities.gait",
             sha256="a4653a8205b212634fe8df23b86659086aaca4757ab1ddf27da744691e2cc69c",
         ),
         ModelSpec(
             name="mediapipe-pose-anthropometric",
-            builder="modalities.builders:anthropometric",
+            builder="biofuse.modalities.builders:anthropometric",
             input="pose-sequence",
-            dim=5,  # len(modalities.body.anthropometric.EMBEDDED_FEATURES)
+            dim=5,  # len(biofuse.modalities.body.anthropometric.EMBEDDED_FEATURES)
             metric="cosine",
             calibration="mediapipe-pose-anthropometric",
             same_person_cos=None,
@@ -403,7 +403,7 @@ SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="clip3dreid-student-rn50",
-            builder="modalities.builders:clip_student",
+            builder="biofuse.modalities.builders:clip_student",
             input="person-crops",
             dim=512,
             metric="cosine",

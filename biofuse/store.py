@@ -26,7 +26,7 @@ import zarr
 from filelock import FileLock
 
 from biofuse.errors import StoreError
-from modalities.base import Embeddings
+from biofuse.modalities.base import Embeddings
 
 CHUNK_ROWS = 4096
 

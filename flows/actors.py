@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from biofuse.flows.models import MODEL_KINDS, build_model, configured_spec
+from biofuse.modalities.base import Embeddings
 
 from biofuse.config import Settings
 from biofuse.errors import BiofuseError
 from biofuse.registry import INPUTS as MODEL_MODALITIES
 from biofuse.registry import Registry
-from flows.models import MODEL_KINDS, build_model, configured_spec
-from modalities.base import Embeddings
 
 ACTOR_START_TIMEOUT_S = 300
 

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from biofuse.flows.context import Context
+from biofuse.flows.pipeline import pipeline_kinds
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -30,8 +32,6 @@ from biofuse import media
 from biofuse.catalog import DONE, FAILED, SpeechSegment, Track
 from biofuse.config import load_settings
 from biofuse.errors import MediaError
-from flows.context import Context
-from flows.pipeline import pipeline_kinds
 
 LEASE_S = 120.0  # a worker renews its lease every LEASE_S / 4 while it processes the video
 LEASED = "leased"  # another worker holds the video

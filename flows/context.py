@@ -7,15 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biofuse.flows.actors import KIND_SETTINGS, ModelHandle, ensure_ray, local_handle, start_actors
+from biofuse.flows.models import configured_spec
+from biofuse.flows.pipeline import VideoEvidence, analyze_video, pipeline_kinds
+
 from biofuse.catalog import Catalog
 from biofuse.config import Settings, load_settings
 from biofuse.errors import ConfigError, ModelMissingError
 from biofuse.registry import INPUTS as MODEL_MODALITIES
 from biofuse.registry import Registry
 from biofuse.store import EmbeddingStore
-from flows.actors import KIND_SETTINGS, ModelHandle, ensure_ray, local_handle, start_actors
-from flows.models import configured_spec
-from flows.pipeline import VideoEvidence, analyze_video, pipeline_kinds
 
 _STARTING = threading.Lock()  # videos analysed in parallel threads start each model kind once
 

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from biofuse.flows.context import Context
+from biofuse.flows.migrate import MIGRATED_PREFIX
 from filelock import FileLock
 from sqlalchemy import delete, select
 
 from biofuse.catalog import Enrollment, GalleryVersion, Identity, Result, Video
 from biofuse.errors import GalleryError
 from biofuse.serve.thumbnails import cached_paths
-from flows.context import Context
-from flows.migrate import MIGRATED_PREFIX
 
 
 def _erase_from_version(folder: Path, name: str) -> dict[str, Any] | None:

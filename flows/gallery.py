@@ -6,6 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from biofuse.flows.archive import list_archive, process_one_video, register_videos
+from biofuse.flows.context import Context
+from biofuse.flows.pipeline import SegmentEvidence, probe_evidence
+from biofuse.flows.rebuild import GallerySnapshot, current_gallery
+from biofuse.fusion.calibration import LinearCalibration, calibration_record, load_default
+from biofuse.fusion.decide import OperatorCalibration
+from biofuse.fusion.fuse import Decision
+from biofuse.fusion.fuse import identify as fuse_identify
+from biofuse.fusion.learned import KINDS as LEARNED_KINDS
+from biofuse.fusion.learned import LearnedFusion
+from biofuse.fusion.normalize import choose_cohort
+from biofuse.fusion.scores import ModalityScores, metric_for_model, score_modality
+from biofuse.fusion.search import GalleryIndex
+from biofuse.fusion.templates import build_templates
+from biofuse.modalities.base import Embeddings
 from prefect import flow
 from sqlalchemy import select
 
@@ -14,21 +29,6 @@ from biofuse.catalog import DONE, Enrollment, Identity, Result, SpeechSegment, T
 from biofuse.errors import GalleryError, MediaError, without_path
 from biofuse.registry import MODALITIES
 from biofuse.store import StoredRows
-from flows.archive import list_archive, process_one_video, register_videos
-from flows.context import Context
-from flows.pipeline import SegmentEvidence, probe_evidence
-from flows.rebuild import GallerySnapshot, current_gallery
-from fusion.calibration import LinearCalibration, calibration_record, load_default
-from fusion.decide import OperatorCalibration
-from fusion.fuse import Decision
-from fusion.fuse import identify as fuse_identify
-from fusion.learned import KINDS as LEARNED_KINDS
-from fusion.learned import LearnedFusion
-from fusion.normalize import choose_cohort
-from fusion.scores import ModalityScores, metric_for_model, score_modality
-from fusion.search import GalleryIndex
-from fusion.templates import build_templates
-from modalities.base import Embeddings
 
 
 def _image_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
@@ -47,8 +47,8 @@ def _image_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
 
 
 def _audio_rows(ctx: Context, path: Path) -> dict[str, Embeddings]:
-    from modalities.voice.resemblyzer_voice import turn_segments
-    from modalities.voice.vad import detect_speech
+    from biofuse.modalities.voice.resemblyzer_voice import turn_segments
+    from biofuse.modalities.voice.vad import detect_speech
 
     samples = media.read_audio(path)
     turns = detect_speech(samples, method=ctx.settings.vad, min_turn_s=ctx.settings.min_turn_s)
@@ -242,7 +242,8 @@ def pick_cohort(
     seed: int = 0,
 ) -> np.ndarray:
     """(n, dim) cohort vectors for score normalisation: store rows of this model that are not
-    enrollment (gallery) rows, a seeded draw of at most `size` (fusion.normalize.choose_cohort).
+    enrollment (gallery) rows, a seeded draw of at most `size`
+    (`biofuse.fusion.normalize.choose_cohort`).
     """
     with ctx.catalog.session() as s:
         gallery_keys = set(

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from biofuse.flows.context import Context
+from biofuse.fusion.migrate import EmbeddingMap, MapMethod
+from biofuse.modalities.base import Embeddings
 from sqlalchemy import select
 
 from biofuse.catalog import Enrollment
 from biofuse.errors import GalleryError
-from flows.context import Context
-from fusion.migrate import EmbeddingMap, MapMethod
-from modalities.base import Embeddings
 
 MIGRATED_PREFIX = "mig:"
 MIN_PAIRS = 10

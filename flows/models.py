@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from biofuse.fusion.calibration import load_default
+from biofuse.modalities.base import Embeddings
 
 from biofuse.config import Settings
 from biofuse.errors import ModelMissingError
 from biofuse.registry import SPECS, DeclarationError, ModelSpec, Registry, load_builder
-from fusion.calibration import load_default
-from modalities.base import Embeddings
 
 
 def import_plugins(settings: Settings) -> None:
@@ -100,7 +100,7 @@ class FaceFrameAnalyzer:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from modalities.face.dlib_face import DlibFaceDetector
+        from biofuse.modalities.face.dlib_face import DlibFaceDetector
 
         spec = configured_spec("face", settings)
         self.spec = spec
@@ -110,7 +110,10 @@ class FaceFrameAnalyzer:
         dlib_model = Registry(settings.models_dir).resolve("dlib-resnet")  # detector, landmarks
         self.landmarker: Any = None
         if settings.face_detector == "mtcnn":
-            from modalities.face.mtcnn_detect import DEFAULT_CHIP_ALIGNMENT, MtcnnFaceDetector
+            from biofuse.modalities.face.mtcnn_detect import (
+                DEFAULT_CHIP_ALIGNMENT,
+                MtcnnFaceDetector,
+            )
 
             self.detector: Any = MtcnnFaceDetector(
                 dlib_model,
@@ -122,7 +125,7 @@ class FaceFrameAnalyzer:
                 dlib_model, upsample=settings.face_upsample, make_chips=self.chips
             )
         if not self.chips and settings.face_detector == "hog":
-            from modalities.face.align import Dlib68Landmarker
+            from biofuse.modalities.face.align import Dlib68Landmarker
 
             self.landmarker = Dlib68Landmarker()
         self.embedder: Any = build_extractor(spec, settings)
@@ -146,18 +149,18 @@ class FaceFrameAnalyzer:
     def _embed(self, images: Sequence[np.ndarray], faces: list[tuple[int, int, Any]]) -> Any:
         """Rows for every (frame, index, detection), in that order."""
         if self.chips:
-            from modalities.face.dlib_face import FaceChip
+            from biofuse.modalities.face.dlib_face import FaceChip
 
             return self.embedder.embed(
                 [FaceChip(f"{f}:{d}", det.chip, det.quality) for f, d, det in faces]
             )
-        from modalities.face.adaface import AlignedFace
-        from modalities.face.align import align_face
+        from biofuse.modalities.face.adaface import AlignedFace
+        from biofuse.modalities.face.align import align_face
 
         points = [self._points5(images[f], det) for f, _, det in faces]
         chips = [align_face(images[f], p) for (f, _, _), p in zip(faces, points)]
         if self.spec.input == "aligned-112-points5":  # the chip and its landmarks (KP-RPE)
-            from modalities.face.kprpe import KeypointFace, chip_landmarks
+            from biofuse.modalities.face.kprpe import KeypointFace, chip_landmarks
 
             return self.embedder.embed(
                 [
@@ -170,7 +173,7 @@ class FaceFrameAnalyzer:
         )
 
     def analyze(self, images: Sequence[np.ndarray]) -> list[FrameFaces]:
-        from modalities.face.quality import adaface_quality
+        from biofuse.modalities.face.quality import adaface_quality
 
         per_frame = self.detector.detect(images)
         faces = [(f, d, det) for f, dets in enumerate(per_frame) for d, det in enumerate(dets)]
@@ -225,7 +228,8 @@ class BodyEmbedder(DeclaredEmbedder):
     """The configured body-shape model (`body_model`) behind one `embed(items)` call.
 
     Its declared input says what the pipeline sends: `PoseSequence`s (keypoints computed where
-    the frames were, `modalities.body.anthropometric.track_pose`; pixels stay out of the actor)
+    the frames were, `biofuse.modalities.body.anthropometric.track_pose`; pixels stay out of
+    the actor)
     or `PersonCrops`.
     """
 
@@ -253,8 +257,7 @@ class PersonFrameAnalyzer:
         import hashlib
 
         import cv2
-
-        from modalities.body.person_detect import HogPersonDetector
+        from biofuse.modalities.body.person_detect import HogPersonDetector
 
         self.detector = HogPersonDetector(min_height_px=settings.person_min_height_px)
         digest = hashlib.sha256(cv2.HOGDescriptor_getDefaultPeopleDetector().tobytes())

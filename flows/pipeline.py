@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from biofuse.flows.models import FrameFaces
+from biofuse.modalities.base import Embeddings
+from biofuse.modalities.voice.vad import SpeechTurn
 
 from biofuse import media
 from biofuse.config import Settings
 from biofuse.errors import MediaError
 from biofuse.registry import MODALITIES, spec_for
 from biofuse.tracking import LinkedTrack, link_faces, overlap_s, track_persons
-from flows.models import FrameFaces
-from modalities.base import Embeddings
-from modalities.voice.vad import SpeechTurn
 
-FaceCall = Any  # flows.actors.ModelHandle over list[image] -> list[FrameFaces]
-VoiceCall = Any  # flows.actors.ModelHandle over list[AudioSegment] -> Embeddings
-PersonCall = Any  # flows.actors.ModelHandle over list[image] -> list[FramePersons]
+FaceCall = Any  # biofuse.flows.actors.ModelHandle over list[image] -> list[FrameFaces]
+VoiceCall = Any  # biofuse.flows.actors.ModelHandle over list[AudioSegment] -> Embeddings
+PersonCall = Any  # biofuse.flows.actors.ModelHandle over list[image] -> list[FramePersons]
 TrackCall = Any  # ModelHandle over list[SilhouetteSequence | PoseSequence | PersonCrops]
 
 FRAMES_PER_CALL = 8  # frames sent to the face model at once (the actor batches across videos)
@@ -188,7 +188,7 @@ def _frame_pass(
 def _background_pass(settings: Settings) -> Any:
     if settings.person_detector == "hog":
         return None
-    from modalities.body.background import BackgroundPersonPass
+    from biofuse.modalities.body.background import BackgroundPersonPass
 
     return BackgroundPersonPass(min_height_px=settings.person_min_height_px)
 
@@ -202,7 +202,7 @@ def _background_frames(
 ) -> None:
     """Feed a person frame (None: the end of the video) to the background pass; the frames it
     decides join `found`, those it cannot use go to the HOG batch ("auto") or stay empty."""
-    from modalities.body.person_detect import FramePersons
+    from biofuse.modalities.body.person_detect import FramePersons
 
     decided = background.finish() if frame is None else background.feed(frame.time_s, frame.image)
     for time_s, image, people in decided:
@@ -258,7 +258,7 @@ def _face_tracks(
     bodies cut off by the frame) is a face-only track `{prefix}:tNNNN`. A person's face
     template pools the detections of every face track that joined it.
     """
-    from modalities.face import aggregate_track, same_person_cos
+    from biofuse.modalities.face import aggregate_track, same_person_cos
 
     # each face model declares its own cosine scale for "the same person"
     outlier_cos = same_person_cos(face_call.model_id) if face_call is not None else 1.0
@@ -400,7 +400,7 @@ def _person_evidence(
     A track's silhouettes come from its background-subtraction masks where it has enough of
     them; otherwise (HOG frames, masks OpenGait drops) from selfie segmentation of its crops.
     """
-    from modalities.body.silhouettes import mask_silhouettes
+    from biofuse.modalities.body.silhouettes import mask_silhouettes
 
     from_masks: dict[int, Any] = {}
     if gait_call is not None and person_masks:
@@ -423,17 +423,17 @@ def _person_evidence(
             if not images:
                 continue
             if gait_call is not None and n not in from_masks:
-                from modalities.body.silhouettes import track_silhouettes
+                from biofuse.modalities.body.silhouettes import track_silhouettes
 
                 found = track_silhouettes(key, images, boxes)
                 if found is not None:
                     silhouettes.append(found)
             if body_call is not None and body_input == "person-crops":
-                from modalities.body.clip_student import PersonCrops
+                from biofuse.modalities.body.clip_student import PersonCrops
 
                 people.append(PersonCrops(key, images))
             elif body_call is not None:
-                from modalities.body.anthropometric import track_pose
+                from biofuse.modalities.body.anthropometric import track_pose
 
                 pose = track_pose(key, images, boxes)
                 if pose is not None:
@@ -470,8 +470,8 @@ def _speech_segments(
     (modalities/voice/stream.py), so memory does not grow with the recording's length;
     the turns and rows are those of the whole-file path (`stream=False`).
     """
-    from modalities.voice.stream import SpilledAudio
-    from modalities.voice.vad import StreamingVAD
+    from biofuse.modalities.voice.stream import SpilledAudio
+    from biofuse.modalities.voice.vad import StreamingVAD
 
     vad: StreamingVAD | None = None
     samples: Any
@@ -504,10 +504,10 @@ def _speech_turns(
     samples: Any,
     vad: Any,
 ) -> None:
-    from modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
-    from modalities.voice.resemblyzer_voice import turn_segments
-    from modalities.voice.stream import embed_in_batches
-    from modalities.voice.vad import detect_speech, noise_floor, noise_power
+    from biofuse.modalities.voice.diarize import MIN_REGION_S, DiarizationParams, diarize, turn_key
+    from biofuse.modalities.voice.resemblyzer_voice import turn_segments
+    from biofuse.modalities.voice.stream import embed_in_batches
+    from biofuse.modalities.voice.vad import detect_speech, noise_floor, noise_power
 
     def detect(**kw: Any) -> list[SpeechTurn]:
         if vad is not None:
@@ -639,7 +639,7 @@ def probe_evidence(
     to it) or a speaker nobody on screen can claim (voice only; a lone segment when the video
     was not diarized).
     """
-    from fusion.templates import build_templates
+    from biofuse.fusion.templates import build_templates
 
     probes: dict[str, dict[str, tuple[np.ndarray, float]]] = {k: {} for k in track_keys}
     for modality in TRACK_MODALITIES:  # one row per track, keyed by the track
@@ -650,7 +650,7 @@ def probe_evidence(
                     probes[key][modality] = (vec, float(q))
     voice = evidence_rows.get("voice")
     if voice is not None and len(voice):
-        from modalities.voice.diarize import speaker_of_key
+        from biofuse.modalities.voice.diarize import speaker_of_key
 
         # A track's voice is its linked turns; the rest is one probe per speaker (its key is
         # `{video}:spkNN`), or per turn when the video was not diarized.

@@ -22,6 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from biofuse.flows.context import Context
+from biofuse.fusion.calibration import LinearCalibration, load_default
+from biofuse.fusion.normalize import CohortNormaliser, choose_cohort
+from biofuse.fusion.scores import Metric, metric_for_model, similarity
+from biofuse.fusion.search import (
+    GalleryIndex,
+    choose_kind,
+    file_sha256,
+    indexed,
+    read_index,
+    write_index,
+)
+from biofuse.fusion.templates import build_templates
 from filelock import FileLock
 from prefect import flow
 from sqlalchemy import delete, select, update
@@ -29,15 +42,9 @@ from sqlalchemy import delete, select, update
 from biofuse.catalog import Catalog, Enrollment, GalleryVersion, Identity, utcnow
 from biofuse.errors import BiofuseError, GalleryError, MediaError
 from biofuse.store import StoredRows
-from flows.context import Context
-from fusion.calibration import LinearCalibration, load_default
-from fusion.normalize import CohortNormaliser, choose_cohort
-from fusion.scores import Metric, metric_for_model, similarity
-from fusion.search import GalleryIndex, choose_kind, file_sha256, indexed, read_index, write_index
-from fusion.templates import build_templates
 
 BUILDER = "biofuse-gallery-2"  # bump when the way templates are built changes: forces a rebuild
-COHORT_SIZE = 300  # cohort rows per group (as flows.gallery.pick_cohort draws them)
+COHORT_SIZE = 300  # cohort rows per group (as biofuse.flows.gallery.pick_cohort draws them)
 # scores at which calibration shifts are measured, per metric (gait-euclidean: minus distance)
 SHIFT_GRIDS: dict[str, np.ndarray] = {
     "cosine": np.linspace(-0.2, 1.0, 61),
@@ -250,7 +257,7 @@ def cohort_statistics(
     """Per template: mean and std of its scores against the cohort (z-norm statistics).
 
     The cohort is store rows outside the gallery (people seen in the archive),
-    fitted with fusion.normalize.CohortNormaliser. Before any video was
+    fitted with biofuse.fusion.normalize.CohortNormaliser. Before any video was
     processed there is none, and the other identities' templates stand in.
     """
     if len(cohort):
@@ -539,7 +546,9 @@ def report_markdown(report: dict[str, Any]) -> str:
 # -- the rebuild -----------------------------------------------------------------------------
 def rebuild(ctx: Context, keep_versions: int | None = None) -> dict[str, Any]:
     """Re-extract stale enrollments, rebuild templates and calibration, switch if changed."""
-    from flows.gallery import enroll_media  # flows.gallery reads versions through this module
+    from biofuse.flows.gallery import (
+        enroll_media,  # biofuse.flows.gallery reads versions through this module
+    )
 
     started = time.perf_counter()
     keep = keep_versions or ctx.settings.gallery_keep_versions

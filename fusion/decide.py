@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from biofuse.fusion.calibration import LinearCalibration
+from biofuse.fusion.metrics import dir_at_rank, fpir
+from biofuse.fusion.rules import RULES, fuse_rule
 
 from biofuse.errors import GalleryError
-from fusion.calibration import LinearCalibration
-from fusion.metrics import dir_at_rank, fpir
-from fusion.rules import RULES, fuse_rule
 
 
 def top_k(fused: np.ndarray, k: int) -> np.ndarray:
@@ -85,7 +85,7 @@ class OperatorCalibration:
         if self.fusion_method not in RULES:
             raise GalleryError(
                 f"fusion method {self.fusion_method!r} is a learned fusion: apply it with "
-                "fusion.learned.LearnedFusion"
+                "biofuse.fusion.learned.LearnedFusion"
             )
         weights = [self.weights.get(m, 1.0) for m in names]
         quals = [quality[m] for m in names] if quality is not None else None

@@ -1,6 +1,6 @@
 """Error rates per demographic group at one global threshold, as NIST FRTE reports them.
 
-Input is a labelled score table (probe x identity, see `fusion.report.LabelledScores`) and a
+Input is a labelled score table (probe x identity, see `biofuse.fusion.report.LabelledScores`) and a
 group label per person. The thresholds are set once on *all* impostor comparisons (FMR =
 1e-3 and 1e-2), as an operator would set them, and every group is then measured at them:
 
@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from fusion import metrics
-from fusion.report import LabelledScores
+from biofuse.fusion import metrics
+from biofuse.fusion.report import LabelledScores
 
 FMR_TARGETS = (1e-3, 1e-2)
 METRICS = ("fnmr", "fmr_within", "fmr_across")

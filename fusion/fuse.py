@@ -6,13 +6,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from fusion.calibration import LinearCalibration
-from fusion.rules import fuse_rule
-from fusion.scores import ModalityScores
+from biofuse.fusion.calibration import LinearCalibration
+from biofuse.fusion.rules import fuse_rule
+from biofuse.fusion.scores import ModalityScores
 
 if TYPE_CHECKING:
-    from fusion.learned import LearnedFusion
+    from biofuse.fusion.learned import LearnedFusion
 
 
 def sum_llr(llrs: list[np.ndarray]) -> np.ndarray:
@@ -79,7 +78,7 @@ def identify(
 ) -> list[Decision]:
     """Rank identities per probe by fused LLR; the top one is named if above the threshold.
 
-    Fusion is the rule `method` (fusion.rules) over the calibrated LLRs, or `learned` when
+    Fusion is the rule `method` (biofuse.fusion.rules) over the calibrated LLRs, or `learned` when
     given (it refuses tables of other model ids). The threshold defaults to
     `open_set_threshold(N, prior_in_gallery)`, which assumes LLR outputs; thresholds for
     other methods come from `biofuse calibrate`.

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from biofuse.fusion.calibration import LinearCalibration
+from biofuse.fusion.scores import ModalityScores
 
 from biofuse.errors import GalleryError, ModelMissingError
-from fusion.calibration import LinearCalibration
-from fusion.scores import ModalityScores
 
 Kind = Literal["logistic", "gboost", "mlp"]
 KINDS: tuple[str, ...] = ("logistic", "gboost", "mlp")
@@ -126,7 +126,7 @@ class LearnedFusion:
         else:
             raise ValueError(f"unknown learned fusion {self.kind!r}: use one of {KINDS}")
         llr = self.llr(s, quality)
-        from fusion.metrics import cllr, eer
+        from biofuse.fusion.metrics import cllr, eer
 
         self.report_ = {
             "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
-from modalities.base import l2_normalise
+from biofuse.modalities.base import l2_normalise
 
 MapMethod = Literal["ridge", "procrustes"]
 

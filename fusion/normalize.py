@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from fusion.scores import Metric, similarity
+from biofuse.fusion.scores import Metric, similarity
 
 Method = Literal["none", "z", "t", "s"]
 STD_FLOOR = 1e-6  # a cohort with identical scores would otherwise divide by zero

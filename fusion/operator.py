@@ -8,16 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from fusion.decide import (
+from biofuse.fusion.decide import (
     OperatorCalibration,
     fit_operator_calibration,
     leave_own_out,
     threshold_for_fpir,
 )
-from fusion.learned import KINDS, LearnedFusion
-from fusion.metrics import dir_at_rank, fpir
-from fusion.report import LabelledScores, labelled_tables, read_rows
+from biofuse.fusion.learned import KINDS, LearnedFusion
+from biofuse.fusion.metrics import dir_at_rank, fpir
+from biofuse.fusion.report import LabelledScores, labelled_tables, read_rows
 
 
 def trials(scores: LabelledScores, modalities: list[str]) -> tuple[np.ndarray, ...]:

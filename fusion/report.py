@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from fusion import metrics
-from fusion.decide import leave_own_out
-from fusion.scorefiles import ScoreRow, Trial, read_four_column, read_score_csv
+from biofuse.fusion import metrics
+from biofuse.fusion.decide import leave_own_out
+from biofuse.fusion.scorefiles import ScoreRow, Trial, read_four_column, read_score_csv
 
 FARS = (1e-2, 1e-3)
 TARGET_FPIR = 1e-2

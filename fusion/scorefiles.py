@@ -108,7 +108,7 @@ def read_four_column(path: str | Path) -> list[Trial]:
 
 
 def split_genuine_impostor(trials: Iterable[Trial]) -> tuple[np.ndarray, np.ndarray]:
-    """(genuine scores, impostor scores) as float64 arrays, the inputs of fusion.metrics."""
+    """(genuine scores, impostor scores) as float64 arrays, the inputs of biofuse.fusion.metrics."""
     genuine, impostor = [], []
     for t in trials:
         (genuine if t.genuine else impostor).append(t.score)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from modalities.base import l2_normalise
+from biofuse.modalities.base import l2_normalise
 
 Metric = Literal["cosine", "mean-cosine", "gait-euclidean"]
 GAIT_PARTS = 16  # GaitBase's horizontal parts: store rows are [channels, parts] flattened C-order
@@ -46,7 +45,7 @@ def gait_scores(probes: np.ndarray, templates: np.ndarray, parts: int = GAIT_PAR
     """(P, I) minus GaitBase's distance: the Euclidean distance of each part, averaged over parts.
 
     Rows are `[channels, parts]` flattened; same formula as OpenGait's evaluator (and
-    `modalities.gait.gaitbase.gait_distance`), in numpy so that fusion needs no torch.
+    `biofuse.modalities.gait.gaitbase.gait_distance`), in numpy so that fusion needs no torch.
     Negated so that, like every score here, higher means more similar.
     """
     p = np.asarray(probes, np.float64)

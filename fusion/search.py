@@ -2,7 +2,7 @@
 
 Only inner-product metrics go through an index ("cosine": unit templates, "mean-cosine":
 the quality-weighted mean of unit rows, left unnormalised); a probe is normalised before
-the search, so the index's inner product is the score `fusion.scores.similarity` gives.
+the search, so the index's inner product is the score `biofuse.fusion.scores.similarity` gives.
 Part-averaged Euclidean (gait) is not an inner product and stays brute force.
 
 Index kinds (setting `gallery_index`):
@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
-from modalities.base import l2_normalise
+from biofuse.modalities.base import l2_normalise
 
 IndexKind = Literal["auto", "exact", "hnsw", "ivfpq"]
 INNER_PRODUCT_METRICS = frozenset({"cosine", "mean-cosine"})

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from modalities.base import l2_normalise
+from biofuse.modalities.base import l2_normalise
 
 
 def build_templates(
@@ -18,7 +17,7 @@ def build_templates(
     cosine: quality-weighted mean of the unit rows, renormalised. mean-cosine (face models):
     the same mean, not renormalised, so that a unit probe's dot product with it is the
     probe's weighted mean cosine to the rows. Any other metric (e.g.
-    the gait models' part-averaged Euclidean distance, see `fusion.scores.metric_for_model`)
+    the gait models' part-averaged Euclidean distance, see `biofuse.fusion.scores.metric_for_model`)
     compares raw rows, whose norms matter: the template is the quality-weighted mean of the
     raw rows, so it lies in the same space as the probe rows it is scored against.
     Weights are floored so that an all-zero-quality identity still gets a template.

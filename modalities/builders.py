@@ -13,13 +13,13 @@ from biofuse.registry import ResolvedModel
 
 
 def dlib_resnet(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.face.dlib_face import DlibFaceEmbedder
+    from biofuse.modalities.face.dlib_face import DlibFaceEmbedder
 
     return DlibFaceEmbedder(resolved, batch_size=settings.batch_size)
 
 
 def adaface(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.face.adaface import MODEL_DEPTHS, AdaFaceEmbedder
+    from biofuse.modalities.face.adaface import MODEL_DEPTHS, AdaFaceEmbedder
 
     return AdaFaceEmbedder(
         resolved,
@@ -30,46 +30,46 @@ def adaface(resolved: ResolvedModel, settings: Any) -> Any:
 
 
 def kprpe(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.face.kprpe import KPRPEEmbedder
+    from biofuse.modalities.face.kprpe import KPRPEEmbedder
 
     return KPRPEEmbedder(resolved, batch_size=settings.batch_size)
 
 
 def resemblyzer(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.voice.resemblyzer_voice import ResemblyzerExtractor
+    from biofuse.modalities.voice.resemblyzer_voice import ResemblyzerExtractor
 
     return ResemblyzerExtractor(resolved, min_duration_s=settings.min_turn_s)
 
 
 def ecapa(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.voice.ecapa import EcapaExtractor
+    from biofuse.modalities.voice.ecapa import EcapaExtractor
 
     return EcapaExtractor(resolved, min_duration_s=settings.min_turn_s)
 
 
 def gei(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.gait.gei import GeiGaitExtractor
+    from biofuse.modalities.gait.gei import GeiGaitExtractor
 
     return GeiGaitExtractor(resolved)
 
 
 def gaitbase(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.gait.extractors import GaitBaseExtractor
-    from modalities.gait.gaitbase import GAITBASE_CASIAB
+    from biofuse.modalities.gait.extractors import GaitBaseExtractor
+    from biofuse.modalities.gait.gaitbase import GAITBASE_CASIAB
 
     return GaitBaseExtractor(resolved, GAITBASE_CASIAB)
 
 
 def gait_compact(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.gait.compact import COMPACT_CONFIG
-    from modalities.gait.extractors import GaitBaseExtractor
+    from biofuse.modalities.gait.compact import COMPACT_CONFIG
+    from biofuse.modalities.gait.extractors import GaitBaseExtractor
 
     return GaitBaseExtractor(resolved, COMPACT_CONFIG)
 
 
 def deepgaitv2(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.gait.deepgaitv2 import DEEPGAITV2_CASIAB, load_deepgaitv2_safetensors
-    from modalities.gait.extractors import GaitBaseExtractor
+    from biofuse.modalities.gait.deepgaitv2 import DEEPGAITV2_CASIAB, load_deepgaitv2_safetensors
+    from biofuse.modalities.gait.extractors import GaitBaseExtractor
 
     return GaitBaseExtractor(
         resolved,
@@ -80,12 +80,12 @@ def deepgaitv2(resolved: ResolvedModel, settings: Any) -> Any:
 
 
 def anthropometric(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.body.anthropometric import AnthropometricBodyExtractor
+    from biofuse.modalities.body.anthropometric import AnthropometricBodyExtractor
 
     return AnthropometricBodyExtractor(resolved)
 
 
 def clip_student(resolved: ResolvedModel, settings: Any) -> Any:
-    from modalities.body.clip_student import ClipStudentBodyExtractor
+    from biofuse.modalities.body.clip_student import ClipStudentBodyExtractor
 
     return ClipStudentBodyExtractor(resolved)

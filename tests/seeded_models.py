@@ -38,7 +38,7 @@ def seeded_state(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tens
 def _adaface(depth: int) -> Callable[[Path], Path]:
     def write(folder: Path) -> Path:
         """The official release layout: Lightning metadata, `model.*` backbone, `head.*`."""
-        from modalities.face.adaface import build_ir
+        from biofuse.modalities.face.adaface import build_ir
 
         state = {f"model.{k}": v for k, v in seeded_state(build_ir(depth)).items()}
         state["head.kernel"] = torch.randn(512, 10, generator=torch.Generator().manual_seed(1))
@@ -51,7 +51,7 @@ def _adaface(depth: int) -> Callable[[Path], Path]:
 
 def _gaitbase(folder: Path) -> Path:
     """An OpenGait checkpoint: {'model': state_dict, 'iteration': n}."""
-    from modalities.gait.gaitbase import GAITBASE_CASIAB, build_gaitbase
+    from biofuse.modalities.gait.gaitbase import GAITBASE_CASIAB, build_gaitbase
 
     path = folder / "GaitBase_DA-60000.pt"
     torch.save({"model": seeded_state(build_gaitbase(GAITBASE_CASIAB)), "iteration": 1}, path)
@@ -59,9 +59,8 @@ def _gaitbase(folder: Path) -> Path:
 
 
 def _clip_student(folder: Path) -> Path:
+    from biofuse.modalities.body.clip_student import BodyShapeStudent
     from safetensors.torch import save_file
-
-    from modalities.body.clip_student import BodyShapeStudent
 
     path = folder / "student.safetensors"
     save_file(seeded_state(BodyShapeStudent()), str(path))
@@ -82,7 +81,7 @@ def _ecapa(folder: Path) -> Path:
 
 def _deepgaitv2(folder: Path) -> Path:
     """An OpenGait checkpoint: {'model': state_dict, 'iteration': n}."""
-    from modalities.gait.deepgaitv2 import build_deepgaitv2
+    from biofuse.modalities.gait.deepgaitv2 import build_deepgaitv2
 
     path = folder / "DeepGaitV2-60000.pt"
     torch.save({"model": seeded_state(build_deepgaitv2()), "iteration": 1}, path)
@@ -91,9 +90,8 @@ def _deepgaitv2(folder: Path) -> Path:
 
 def _kprpe(folder: Path) -> Path:
     """The Hugging Face release layout: model.safetensors with `model.*` keys."""
+    from biofuse.modalities.face.kprpe import build_kprpe
     from safetensors.torch import save_file
-
-    from modalities.face.kprpe import build_kprpe
 
     path = folder / "model.safetensors"
     state = {"model." + k: v for k, v in seeded_state(build_kprpe()).items()}

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from flows.actors import _split
-from modalities.base import Embeddings
+from biofuse.flows.actors import _split
+from biofuse.modalities.base import Embeddings
 
 
 @dataclass

@@ -15,12 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import parity_fixture, seeded_tensor
-
-from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
-from modalities.base import Extractor
-from modalities.face.adaface import (
+from biofuse.modalities.base import Extractor
+from biofuse.modalities.face.adaface import (
     SAFETENSORS_AVAILABLE,
     AdaFaceEmbedder,
     AlignedFace,
@@ -33,6 +29,10 @@ from modalities.face.adaface import (
     load_adaface_safetensors,
     read_adaface_checkpoint,
 )
+from conftest import parity_fixture, seeded_tensor
+
+from biofuse.errors import ModelMissingError
+from biofuse.registry import Registry
 
 DEPTHS = [18, 50, 101]
 EMB_ATOL = 1e-4  # the fixture README's acceptance thresholds (>50x the fp32/fp64 gap)

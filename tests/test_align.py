@@ -9,8 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from modalities.face.align import (
+from biofuse.modalities.face.align import (
     ARCFACE_TEMPLATE_112,
     Dlib68Landmarker,
     align_face,

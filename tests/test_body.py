@@ -12,11 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from biofuse.config import Settings
-from biofuse.registry import Registry
-from modalities.base import Extractor
-from modalities.body.anthropometric import (
+from biofuse.modalities.base import Extractor
+from biofuse.modalities.body.anthropometric import (
     EMBEDDED_FEATURES,
     FEATURES,
     L_ANKLE,
@@ -32,14 +29,17 @@ from modalities.body.anthropometric import (
     track_pose,
     weighted_median,
 )
-from modalities.body.silhouettes import (
+from biofuse.modalities.body.silhouettes import (
     PersonSegmenter,
     main_blob,
     padded_crop,
     person_mask,
     track_silhouettes,
 )
-from modalities.items import PoseSequence
+from biofuse.modalities.items import PoseSequence
+
+from biofuse.config import Settings
+from biofuse.registry import Registry
 
 pytest.importorskip("mediapipe")
 
@@ -299,7 +299,7 @@ def test_extractor_through_the_registry_and_the_model_factory(
     )
     assert float(halves.vectors[0] @ halves.vectors[1]) > 0.5
 
-    from flows.models import build_model
+    from biofuse.flows.models import build_model
 
     settings = Settings(home=tmp_path / "home")
     assert settings.body_model == "mediapipe-pose-anthropometric"

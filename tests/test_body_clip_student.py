@@ -13,12 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from biofuse.config import Settings
-from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
-from modalities.body.clip_student import (
+from biofuse.modalities.body.clip_student import (
     EMBEDDING_DIM,
     BodyShapeStudent,
     ClipStudentBodyExtractor,
@@ -27,6 +22,11 @@ from modalities.body.clip_student import (
     preprocess,
     read_state_dict,
 )
+from safetensors.torch import save_file
+
+from biofuse.config import Settings
+from biofuse.errors import ModelMissingError
+from biofuse.registry import Registry
 
 NAME = "clip3dreid-student-rn50"
 
@@ -149,7 +149,7 @@ def test_extractor_through_the_registry(
         registry.resolve(NAME)
     registry.add(NAME, safetensors_file)
 
-    from flows.models import build_model
+    from biofuse.flows.models import build_model
 
     body = build_model("body", settings)
     assert body.model_id.startswith(f"{NAME}-") and body.dim == EMBEDDING_DIM

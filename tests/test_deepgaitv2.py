@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import seeded_tensor
-
-from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
-from modalities.gait.deepgaitv2 import (
+from biofuse.modalities.gait.deepgaitv2 import (
     DEEPGAITV2_CASIAB,
     DEEPGAITV2_CONFIGS,
     build_deepgaitv2,
     load_deepgaitv2,
     load_deepgaitv2_safetensors,
 )
-from modalities.gait.gaitbase import gait_distance, horizontal_pooling, temporal_max
+from biofuse.modalities.gait.gaitbase import gait_distance, horizontal_pooling, temporal_max
+from conftest import seeded_tensor
+
+from biofuse.errors import ModelMissingError
+from biofuse.registry import Registry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "deepgaitv2"
 TOL = 1e-5
@@ -162,10 +162,11 @@ def test_load_refuses_missing_file(tmp_path: Path) -> None:
 def test_gait_path_runs_deepgaitv2_and_scores_part_euclidean(
     tmp_path: Path, official_state, data
 ) -> None:
+    from biofuse.flows.models import build_model
+    from biofuse.fusion.scores import metric_for_model
+    from biofuse.modalities.items import SilhouetteSequence
+
     from biofuse.config import Settings
-    from flows.models import build_model
-    from fusion.scores import metric_for_model
-    from modalities.items import SilhouetteSequence
 
     source = _checkpoint(tmp_path / "DeepGaitV2-60000.pt", official_state)
     Registry(tmp_path / "models").add("deepgaitv2-casiab", source)
@@ -184,8 +185,9 @@ def test_gait_path_runs_deepgaitv2_and_scores_part_euclidean(
 
 
 def test_deepgaitv2_without_weights_says_how_to_add_them(tmp_path: Path) -> None:
+    from biofuse.flows.models import build_model
+
     from biofuse.config import Settings
-    from flows.models import build_model
 
     with pytest.raises(ModelMissingError, match="models add deepgaitv2-casiab"):
         build_model("gait", Settings(home=tmp_path, gait_model="deepgaitv2-casiab"))

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
-from fusion.demographics import group_differentials, read_groups, threshold_at_fmr
-from fusion.report import labelled_tables
-from fusion.scorefiles import ScoreRow
+from biofuse.fusion.demographics import group_differentials, read_groups, threshold_at_fmr
+from biofuse.fusion.report import labelled_tables
+from biofuse.fusion.scorefiles import ScoreRow
 
 IDS = ["A1", "A2", "B1", "B2"]
 # probe -> (its person, scores against A1 A2 B1 B2); Na and Nb are not enrolled
@@ -94,10 +93,10 @@ def test_read_groups_errors_name_the_line(tmp_path) -> None:
 
 
 def test_report_cli_writes_group_tables_with_escaped_names(tmp_path) -> None:
+    from biofuse.fusion.scorefiles import write_score_csv
     from typer.testing import CliRunner
 
     from biofuse.cli import app
-    from fusion.scorefiles import write_score_csv
 
     t = _table()
     rows = [

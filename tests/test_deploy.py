@@ -298,7 +298,7 @@ def test_rebuild_time_zone_comes_from_the_environment(monkeypatch: pytest.Monkey
 
 
 def test_process_archive_parameters_become_settings() -> None:
-    from flows.archive import _with_choices
+    from biofuse.flows.archive import _with_choices
 
     merged = _with_choices({"home": "/h"}, ["voice"], {"voice": "resemblyzer-ge2e"})
     settings = Settings(**merged)
@@ -344,8 +344,7 @@ def test_every_compose_variable_is_documented_in_env_example() -> None:
 def test_archive_url_is_staged_locally_once(tmp_path: Path) -> None:
     """process-archive takes an fsspec URL (s3://... in production; memory:// here)."""
     import fsspec
-
-    from flows.archive import list_archive, stage_archive
+    from biofuse.flows.archive import list_archive, stage_archive
 
     fs = fsspec.filesystem("memory")
     root = f"/archive-{tmp_path.name}"

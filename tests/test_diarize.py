@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from flows.pipeline import SegmentEvidence, TrackEvidence, link_turns, probe_evidence
-from modalities.base import Embeddings
-from modalities.voice import AudioSegment, ResemblyzerExtractor, SpeechTurn, detect_speech
-from modalities.voice.diarize import (
+from biofuse.flows.pipeline import SegmentEvidence, TrackEvidence, link_turns, probe_evidence
+from biofuse.modalities.base import Embeddings
+from biofuse.modalities.voice import AudioSegment, ResemblyzerExtractor, SpeechTurn, detect_speech
+from biofuse.modalities.voice.diarize import (
     MIN_REGION_S,
     Diarization,
     DiarizationParams,
@@ -25,7 +24,7 @@ from modalities.voice.diarize import (
     speech_mask,
     turn_key,
 )
-from modalities.voice.vad import merge_turns
+from biofuse.modalities.voice.vad import merge_turns
 
 SR = 16000
 
@@ -235,7 +234,7 @@ def test_conversation_of_two_readers_is_split_into_their_turns(
 
     # Templates of the found speakers: A's matches a held-out utterance of A, not of B.
     labelled = result.turns()
-    from modalities.voice import turn_segments
+    from biofuse.modalities.voice import turn_segments
 
     segments = turn_segments(samples, [turn for turn, _ in labelled], "conv")
     rows = extractor.embed(segments)
@@ -285,9 +284,10 @@ def test_ami_meeting_excerpt_with_reference_speech_finds_its_two_speakers(
 
 
 def test_pipeline_default_threshold_is_the_tuned_one() -> None:
+    from biofuse.modalities.voice.diarize import DEFAULT_THRESHOLD
+
     from biofuse.config import Settings
     from biofuse.registry import SPECS
-    from modalities.voice.diarize import DEFAULT_THRESHOLD
 
     # unset in the settings: each voice model's declared threshold is used
     assert Settings().diarize_threshold is None
@@ -303,10 +303,11 @@ def test_pipeline_default_threshold_is_the_tuned_one() -> None:
 def test_pipeline_makes_one_voice_probe_per_speaker_of_an_unseen_conversation(
     shared_data: Path, tmp_path: Path
 ) -> None:
+    from biofuse.flows.actors import local_handle
+    from biofuse.flows.pipeline import analyze_video
+
     from biofuse.config import load_settings
     from biofuse.sample_archive import FPS, SIZE, write_video
-    from flows.actors import local_handle
-    from flows.pipeline import analyze_video
 
     audio, _ = two_reader_conversation(*two_readers(shared_data), lead_s=0.5)
     blank = np.full((SIZE[1], SIZE[0], 3), 40, np.uint8)  # nobody on screen

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from biofuse.modalities.base import Extractor
+from biofuse.modalities.voice.ecapa import REQUIRED_FILES, EcapaExtractor
+from biofuse.modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment, segment_quality
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import SPECS, ResolvedModel
-from modalities.base import Extractor
-from modalities.voice.ecapa import REQUIRED_FILES, EcapaExtractor
-from modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment, segment_quality
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("speechbrain")
@@ -390,11 +390,11 @@ def test_batches_keep_padding_within_budget() -> None:
 def test_ecapa_added_through_the_cli_is_the_pipelines_voice_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None, data_root: Path | None
 ) -> None:
+    from biofuse.flows.models import VoiceEmbedder, build_model
     from typer.testing import CliRunner
 
     from biofuse.cli import app
     from biofuse.config import load_settings
-    from flows.models import VoiceEmbedder, build_model
 
     home = tmp_path / "home"
     monkeypatch.setenv("BIOFUSE_HOME", str(home))  # --home sets it; restored afterwards
@@ -419,9 +419,10 @@ def test_ecapa_added_through_the_cli_is_the_pipelines_voice_model(
 
 def test_an_unknown_voice_model_names_the_ones_that_work(tmp_path: Path) -> None:
     """Refused when the settings are read, before any actor could start, and by the builder."""
+    from biofuse.flows.models import VoiceEmbedder
+
     from biofuse.config import Settings, load_settings
     from biofuse.errors import ConfigError
-    from flows.models import VoiceEmbedder
 
     with pytest.raises(ConfigError, match="use one of resemblyzer-ge2e, ecapa-voxceleb"):
         load_settings(home=str(tmp_path), voice_model="xvector-kaldi")

@@ -8,11 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from biofuse.registry import Registry
-from fusion.metrics import kfold_verification_accuracy
-from modalities.base import Embeddings, Extractor
-from modalities.face import (
+from biofuse.fusion.metrics import kfold_verification_accuracy
+from biofuse.modalities.base import Embeddings, Extractor
+from biofuse.modalities.face import (
     DLIB_SAME_PERSON_COS,
     DlibFaceDetector,
     DlibFaceEmbedder,
@@ -22,6 +20,8 @@ from modalities.face import (
     largest_face,
     track_inliers,
 )
+
+from biofuse.registry import Registry
 
 CENTRE_BOX = (70.0, 70.0, 180.0, 180.0)  # lfw-dev README's fallback when HOG finds no face
 

@@ -15,6 +15,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from biofuse.flows.models import FaceFrameAnalyzer
+from biofuse.modalities.face.adaface import build_ir, chips_to_input, flip_fused
+from biofuse.modalities.face.align import Dlib68Landmarker, align_face
+from biofuse.modalities.face.quality import ADAFACE_NORM_REFERENCE, adaface_quality, same_person_cos
 from test_adaface import seeded_state, write_lightning_ckpt
 from typer.testing import CliRunner
 
@@ -22,10 +26,6 @@ from biofuse.cli import app
 from biofuse.config import load_settings
 from biofuse.errors import ConfigError, ModelMissingError
 from biofuse.registry import Registry, file_sha256
-from flows.models import FaceFrameAnalyzer
-from modalities.face.adaface import build_ir, chips_to_input, flip_fused
-from modalities.face.align import Dlib68Landmarker, align_face
-from modalities.face.quality import ADAFACE_NORM_REFERENCE, adaface_quality, same_person_cos
 
 runner = CliRunner()
 
@@ -169,8 +169,8 @@ def test_analyzer_aligns_and_embeds_like_the_reference_network(
 @pytest.mark.slow
 def test_video_tracks_come_out_as_adaface_templates(home: Path, shared_data: Path) -> None:
     """analyze_video on a real clip with the model in this process (no Ray)."""
-    from flows.actors import local_handle
-    from flows.pipeline import analyze_video
+    from biofuse.flows.actors import local_handle
+    from biofuse.flows.pipeline import analyze_video
 
     clip = shared_data / "video" / "videoretalking_face_5.mp4"
     if not clip.is_file():
@@ -194,7 +194,7 @@ def test_dlib_default_records_detector_facts_and_no_feature_norm(
     tmp_path: Path, lfw_face: np.ndarray
 ) -> None:
     """The offline default: quality is face_quality(score, eyes); dlib has no quality norm."""
-    from modalities.face.dlib_face import face_quality
+    from biofuse.modalities.face.dlib_face import face_quality
 
     analyzer = FaceFrameAnalyzer(load_settings(home=tmp_path))
     analyzer.prepare("cpu")

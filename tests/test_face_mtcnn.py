@@ -8,13 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from biofuse.flows.actors import actor_name
+from biofuse.flows.models import FaceFrameAnalyzer
+from biofuse.modalities.face.dlib_face import face_quality
+from biofuse.modalities.face.mtcnn_detect import MtcnnFaceDetector, score_to_margin
 
 from biofuse.config import load_settings
 from biofuse.registry import Registry
-from flows.actors import actor_name
-from flows.models import FaceFrameAnalyzer
-from modalities.face.dlib_face import face_quality
-from modalities.face.mtcnn_detect import MtcnnFaceDetector, score_to_margin
 
 LFW_FACE = (70.0, 70.0, 180.0, 180.0)  # where the face sits in a 250x250 lfw-dev photo
 

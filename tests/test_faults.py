@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.modalities.base import Embeddings
 from sqlalchemy import func, select
 
 from biofuse.catalog import DONE, Catalog, Run, Track, Video
 from biofuse.errors import StoreError
 from biofuse.store import EmbeddingStore
-from modalities.base import Embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_MODEL = "fake-000000000000"
@@ -36,10 +36,10 @@ sys.path.insert(0, {repo!r})
 from pathlib import Path
 import numpy as np
 from biofuse import media
-import flows.archive as archive
-from flows.context import Context
-from flows.pipeline import TrackEvidence, VideoEvidence
-from modalities.base import Embeddings
+import biofuse.flows.archive as archive
+from biofuse.flows.context import Context
+from biofuse.flows.pipeline import TrackEvidence, VideoEvidence
+from biofuse.modalities.base import Embeddings
 
 def n_tracks(content_hash):
     return 1 + int(content_hash[:8], 16) % 4
@@ -150,9 +150,8 @@ def _kill_the_face_actor_mid_video(home: str, video: str) -> None:
     """Runs in a fresh process: the actor restart leaves this process's Ray unable to find
     named actors (even after ray.shutdown() and a new ray.init), which later tests need."""
     import ray
-
-    from flows.archive import process_one_video, register_videos
-    from flows.context import Context
+    from biofuse.flows.archive import process_one_video, register_videos
+    from biofuse.flows.context import Context
 
     ctx = Context.open(home=home, modalities=["face"], face_actors=1, face_fps=10.0)
     try:

@@ -41,8 +41,8 @@ def archive(
 def test_archive_flow_records_every_file_and_reruns_write_nothing(
     archive: tuple[Path, dict[str, str]], tmp_path: Path, ray_session: None
 ) -> None:
-    from flows.archive import run_process_archive
-    from flows.context import Context
+    from biofuse.flows.archive import run_process_archive
+    from biofuse.flows.context import Context
 
     folder, expected = archive
     overrides = {"home": str(tmp_path / "home")}
@@ -85,8 +85,8 @@ def test_archive_flow_records_every_file_and_reruns_write_nothing(
 def test_enroll_and_identify_name_the_enrolled_person_only(
     archive: tuple[Path, dict[str, str]], tmp_path: Path, shared_data: Path, ray_session: None
 ) -> None:
-    from flows.archive import run_process_archive
-    from flows.gallery import enroll, identify
+    from biofuse.flows.archive import run_process_archive
+    from biofuse.flows.gallery import enroll, identify
 
     folder, _ = archive
     overrides = {"home": str(tmp_path / "home")}

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.flows.context import Context
+from biofuse.flows.forget import forget_identity
+from biofuse.flows.gallery import enroll_media
+from biofuse.flows.rebuild import current_gallery, rebuild
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from biofuse.catalog import Enrollment, GalleryVersion, Identity, Result
 from biofuse.cli import app
 from biofuse.serve.thumbnails import cached_paths
-from flows.context import Context
-from flows.forget import forget_identity
-from flows.gallery import enroll_media
-from flows.rebuild import current_gallery, rebuild
 
 
 def _photos(shared: Path, name: str, n: int) -> list[Path]:
@@ -34,8 +34,9 @@ def _home_files_naming(home: Path, text: str) -> list[Path]:
 @pytest.fixture
 def home(tmp_path: Path, shared_data: Path) -> Path:
     """Blair and Chavez enrolled, a gallery version built, an identify result and thumbnails."""
+    from biofuse.flows.actors import local_handle
+
     from biofuse.config import load_settings
-    from flows.actors import local_handle
 
     if not (shared_data / "lfw-dev" / "images").is_dir():
         pytest.skip("../shared/data/lfw-dev is absent")

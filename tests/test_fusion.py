@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from biofuse.fusion.calibration import LinearCalibration, load_default, model_name
+from biofuse.fusion.fuse import identify, open_set_threshold, sum_llr
+from biofuse.fusion.scores import ModalityScores, cosine_scores
+from biofuse.fusion.templates import build_templates
 
 from biofuse.errors import ModelMissingError
-from fusion.calibration import LinearCalibration, load_default, model_name
-from fusion.fuse import identify, open_set_threshold, sum_llr
-from fusion.scores import ModalityScores, cosine_scores
-from fusion.templates import build_templates
 
 NAN = np.nan
 
@@ -142,7 +142,7 @@ def test_shipped_gait_maps_are_fitted_on_people_the_gait_models_never_saw() -> N
 def test_part_euclidean_templates_stay_in_the_raw_embedding_space() -> None:
     # gait-compact rows are compared raw (part-averaged Euclidean): a renormalised template
     # would sit at distance ~|probe| from every probe. 16 parts x 1 channel.
-    from fusion.scores import metric_for_model, similarity
+    from biofuse.fusion.scores import metric_for_model, similarity
 
     metric = metric_for_model("gait-compact-casiab-0123456789ab")
     ones = np.ones(16, np.float32)
@@ -156,7 +156,7 @@ def test_part_euclidean_templates_stay_in_the_raw_embedding_space() -> None:
 
 
 def test_face_templates_score_the_mean_cosine_to_the_enrolled_rows() -> None:
-    from fusion.scores import metric_for_model, similarity
+    from biofuse.fusion.scores import metric_for_model, similarity
 
     metric = metric_for_model("dlib-resnet-0123456789ab")
     assert metric == "mean-cosine"
@@ -172,10 +172,11 @@ def test_one_person_gallery_does_not_name_an_unenrolled_face(shared_data, tmp_pa
     """Issue 18 item 14: Silvio Berlusconi's face was named Tony_Blair at LLR +0.48 when
     Blair (three LFW photos, as `biofuse sample-archive` enrolls him) was the whole gallery:
     the renormalised template lifted every cosine by 1/0.98, two LLR at dlib's slope."""
+    from biofuse.flows.models import FaceFrameAnalyzer
+    from biofuse.fusion.scores import metric_for_model, score_modality
+
     from biofuse import media
     from biofuse.config import Settings
-    from flows.models import FaceFrameAnalyzer
-    from fusion.scores import metric_for_model, score_modality
 
     lfw = shared_data / "lfw-dev" / "images"
     if not lfw.is_dir():

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.flows.context import Context
+from biofuse.flows.gallery import fusion_setup, load_gallery, pick_cohort
+from biofuse.flows.migrate import migrate_gallery
+from biofuse.fusion.calibration import LinearCalibration
+from biofuse.fusion.decide import OperatorCalibration
+from biofuse.modalities.base import Embeddings, l2_normalise
 
 from biofuse.catalog import Enrollment
 from biofuse.errors import GalleryError, ModelMissingError
-from flows.context import Context
-from flows.gallery import fusion_setup, load_gallery, pick_cohort
-from flows.migrate import migrate_gallery
-from fusion.calibration import LinearCalibration
-from fusion.decide import OperatorCalibration
-from modalities.base import Embeddings, l2_normalise
 
 OLD, NEW = "old-face-aaaaaaaaaaaa", "new-face-bbbbbbbbbbbb"
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fusion.calibration import LinearCalibration
-from fusion.decide import (
+from biofuse.fusion.calibration import LinearCalibration
+from biofuse.fusion.decide import (
     OperatorCalibration,
     fit_operator_calibration,
     leave_own_out,
     threshold_for_fpir,
     top_k,
 )
-from fusion.rules import RULES, fuse_rule
+from biofuse.fusion.rules import RULES, fuse_rule
 
 NAN = np.nan
 A = np.array([[1.0, NAN]])
@@ -126,9 +125,9 @@ def test_operator_calibration_without_strangers_uses_leave_own_out() -> None:
 
 @pytest.mark.parametrize("method", ["sum", "logistic"])
 def test_calibrate_files_writes_what_identify_reads(method: str, tmp_path) -> None:
-    from fusion.learned import LearnedFusion
-    from fusion.operator import calibrate_files
-    from fusion.scorefiles import ScoreRow, write_score_csv
+    from biofuse.fusion.learned import LearnedFusion
+    from biofuse.fusion.operator import calibrate_files
+    from biofuse.fusion.scorefiles import ScoreRow, write_score_csv
 
     rng = np.random.default_rng(1)
     rows = []

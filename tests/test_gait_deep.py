@@ -7,14 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from biofuse.config import Settings
-from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
-from flows.models import build_model
-from modalities.base import Extractor
-from modalities.gait.casiab import read_subject
-from modalities.gait.compact import (
+from biofuse.flows.models import build_model
+from biofuse.modalities.base import Extractor
+from biofuse.modalities.gait.casiab import read_subject
+from biofuse.modalities.gait.compact import (
     COMPACT_CONFIG,
     Recipe,
     identity_loss,
@@ -22,8 +18,8 @@ from modalities.gait.compact import (
     train,
     triplet_loss,
 )
-from modalities.gait.extractors import GaitBaseExtractor
-from modalities.gait.gaitbase import (
+from biofuse.modalities.gait.extractors import GaitBaseExtractor
+from biofuse.modalities.gait.gaitbase import (
     GAITBASE_CASIAB,
     GaitBase,
     base_sil_cutting,
@@ -31,7 +27,11 @@ from modalities.gait.gaitbase import (
     gait_distance,
     load_gaitbase,
 )
-from modalities.items import SilhouetteSequence
+from biofuse.modalities.items import SilhouetteSequence
+
+from biofuse.config import Settings
+from biofuse.errors import ModelMissingError
+from biofuse.registry import Registry
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "modalities" / "gait" / "weights"
 

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from biofuse.config import Settings
-from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
-from flows.models import build_model
-from modalities.base import Extractor
-from modalities.gait.casiab import SequenceLabel, cosine_similarity, rank1_table
-from modalities.gait.gei import (
+from biofuse.flows.models import build_model
+from biofuse.modalities.base import Extractor
+from biofuse.modalities.gait.casiab import SequenceLabel, cosine_similarity, rank1_table
+from biofuse.modalities.gait.gei import (
     FULL_QUALITY_FRAMES,
     GeiGaitExtractor,
     GeiPcaLda,
     gait_energy_image,
     usable_frames,
 )
-from modalities.items import SilhouetteSequence
+from biofuse.modalities.items import SilhouetteSequence
+
+from biofuse.config import Settings
+from biofuse.errors import ModelMissingError
+from biofuse.registry import Registry
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "modalities" / "gait" / "weights"
 SUBJECTS = ("075", "076", "077", "078", "079", "080")

@@ -13,10 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import parity_fixture, seeded_tensor
-
-from biofuse.errors import ModelMissingError
-from modalities.gait import (
+from biofuse.modalities.gait import (
     GAITBASE_CASIAB,
     GAITBASE_CONFIGS,
     GaitBase,
@@ -27,7 +24,10 @@ from modalities.gait import (
     gait_distance,
     load_gaitbase,
 )
-from modalities.gait.gaitbase import horizontal_pooling
+from biofuse.modalities.gait.gaitbase import horizontal_pooling
+from conftest import parity_fixture, seeded_tensor
+
+from biofuse.errors import ModelMissingError
 
 TOL = 1e-4  # the fixture README's acceptance threshold (fp32 vs fp64 differ by 5.5e-7)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.flows.context import Context
+from biofuse.flows.rebuild import current_gallery, read_version, rebuild
+from biofuse.fusion.scores import metric_for_model, similarity
+from biofuse.fusion.search import GalleryIndex, choose_kind, indexed
 
 from biofuse.errors import GalleryError
-from flows.context import Context
-from flows.rebuild import current_gallery, read_version, rebuild
-from fusion.scores import metric_for_model, similarity
-from fusion.search import GalleryIndex, choose_kind, indexed
 from tests.test_identify_evidence import MODALITIES, World, _near
 
 N_IDENTITIES = 40

@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.flows.context import Context
+from biofuse.flows.gallery import identify
+from biofuse.fusion.calibration import load_default
+from biofuse.fusion.fuse import open_set_threshold
+from biofuse.modalities.base import Embeddings, l2_normalise
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,11 +28,6 @@ from sqlalchemy import create_engine, select, text
 from biofuse.catalog import DONE, Enrollment, Identity, Result, SpeechSegment, Track
 from biofuse.config import load_settings
 from biofuse.serve.app import create_app
-from flows.context import Context
-from flows.gallery import identify
-from fusion.calibration import load_default
-from fusion.fuse import open_set_threshold
-from modalities.base import Embeddings, l2_normalise
 
 MODALITIES = ("face", "voice", "gait", "body")
 DIM = 16  # gait rows are [channels, 16 parts]
@@ -338,7 +338,7 @@ def test_why_explains_the_stored_decision_after_a_new_enrollment(
     assert (row.fusion_method, row.threshold_from, row.gallery_version) == ("sum", "prior", None)
 
     # a rebuilt gallery and a new run: this decision is explained from its own basis
-    from flows.rebuild import rebuild
+    from biofuse.flows.rebuild import rebuild
 
     assert rebuild(world.ctx)["version"] == 1
     world.identify()

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import seeded_tensor
-
-from biofuse.errors import ModelMissingError
-from biofuse.registry import Registry
-from modalities.face.kprpe import (
+from biofuse.modalities.face.kprpe import (
     KPRPE_BASE,
     build_kprpe,
     chips_to_input,
     load_kprpe,
     product_buckets,
 )
+from conftest import seeded_tensor
+
+from biofuse.errors import ModelMissingError
+from biofuse.registry import Registry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kprpe"
 TOL = 1e-5
@@ -135,8 +135,8 @@ def test_registry_add_accepts_the_release_layouts(tmp_path: Path, release_files,
     with torch.no_grad():
         assert (loaded(x, marks) - model(x, marks)).abs().max() <= TOL
     if layout == "hf":  # the extractor on the installed file: unit rows, the landmarks matter
-        from modalities.face.align import ARCFACE_TEMPLATE_112
-        from modalities.face.kprpe import KeypointFace, KPRPEEmbedder, chip_landmarks
+        from biofuse.modalities.face.align import ARCFACE_TEMPLATE_112
+        from biofuse.modalities.face.kprpe import KeypointFace, KPRPEEmbedder, chip_landmarks
 
         chip = np.random.default_rng(1).integers(0, 255, (112, 112, 3), dtype=np.uint8)
         on_chip = chip_landmarks(ARCFACE_TEMPLATE_112 * 2 + 40)  # any similarity: the template

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from biofuse.fusion.calibration import LinearCalibration
+from biofuse.fusion.learned import KINDS, LearnedFusion
+from biofuse.fusion.scores import ModalityScores
 
 from biofuse.errors import GalleryError, ModelMissingError
-from fusion.calibration import LinearCalibration
-from fusion.learned import KINDS, LearnedFusion
-from fusion.scores import ModalityScores
 
 NAN = np.nan
 IDS = ["dlib-resnet-aaaaaaaaaaaa", "resemblyzer-ge2e-bbbbbbbbbbbb"]
@@ -43,7 +43,7 @@ def test_learned_fusion_beats_each_modality_alone(kind: str) -> None:
     st, qt, yt = _trials(seed=1)
     llr = fusion.llr(st, qt)
     assert np.isfinite(llr).all()
-    from fusion.metrics import eer
+    from biofuse.fusion.metrics import eer
 
     fused_eer = eer(llr[yt == 1], llr[yt == 0])
     face_eer = eer(st[yt == 1, 0], st[yt == 0, 0])

@@ -1,11 +1,10 @@
-"""fusion.metrics on small examples worked out by hand (the arithmetic is in the comments)."""
+"""biofuse.fusion.metrics on small examples worked out by hand (arithmetic in the comments)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fusion.metrics import (
+from biofuse.fusion.metrics import (
     best_threshold_accuracy,
     cmc,
     eer,
@@ -112,7 +111,7 @@ def test_kfold_chooses_each_threshold_on_the_other_folds() -> None:
 
 def test_kfold_matches_the_lfw_dev_readme_spread() -> None:
     # README: test folds 98.33 / 98.00 / 98.33 -> "98.22 % +- 0.16" (population std).
-    from fusion.metrics import KFoldResult
+    from biofuse.fusion.metrics import KFoldResult
 
     res = KFoldResult(np.array([1, 2, 3]), np.array([0.9833, 0.98, 0.9833]), np.zeros(3))
     assert res.mean == pytest.approx(0.98220, abs=1e-5)
@@ -147,7 +146,7 @@ def test_metrics_reject_empty_and_nan_scores() -> None:
 
 
 def test_cllr_worked_by_hand() -> None:
-    from fusion.metrics import cllr
+    from biofuse.fusion.metrics import cllr
 
     # LLR 0 says nothing: log2(1 + e^0) = log2 2 = 1 for every trial -> Cllr = (1 + 1) / 2 = 1.
     assert cllr([0.0, 0.0, 0.0], [0.0]) == 1.0
@@ -166,7 +165,7 @@ def test_cllr_worked_by_hand() -> None:
 
 
 def test_cllr_rejects_empty_and_nan() -> None:
-    from fusion.metrics import cllr
+    from biofuse.fusion.metrics import cllr
 
     with pytest.raises(ValueError):
         cllr([], [0.0])
@@ -175,7 +174,7 @@ def test_cllr_rejects_empty_and_nan() -> None:
 
 
 def test_det_is_the_roc_as_two_error_rates() -> None:
-    from fusion.metrics import det
+    from biofuse.fusion.metrics import det
 
     # Same thresholds as the ROC test above; FMR = FAR, FNMR = 1 - TAR at each.
     curve = det(GENUINE, IMPOSTOR)
@@ -185,7 +184,7 @@ def test_det_is_the_roc_as_two_error_rates() -> None:
 
 
 def test_probit_is_the_normal_quantile_and_stays_finite_at_0_and_1() -> None:
-    from fusion.metrics import probit
+    from biofuse.fusion.metrics import probit
 
     # Phi(0) = .5, Phi(1) = .8413447, Phi(-1.959964) = .025 (the familiar 95% interval).
     np.testing.assert_allclose(
@@ -214,7 +213,7 @@ NONMATED = np.array(
 
 
 def test_dir_needs_the_right_rank_and_a_score_over_the_threshold() -> None:
-    from fusion.metrics import cmc, dir_at_rank
+    from biofuse.fusion.metrics import cmc, dir_at_rank
 
     # t=.4, rank 1: m0 (.9) and m3 (.4, equal to the threshold: accepted) -> 2/4
     assert dir_at_rank(MATED, TRUE, 0.4) == pytest.approx(0.5)
@@ -232,7 +231,7 @@ def test_dir_needs_the_right_rank_and_a_score_over_the_threshold() -> None:
 
 
 def test_fpir_counts_non_mated_probes_whose_top_score_reaches_the_threshold() -> None:
-    from fusion.metrics import fpir
+    from biofuse.fusion.metrics import fpir
 
     # tops .8 .5 .4 .3 .2
     assert fpir(NONMATED, 0.4) == pytest.approx(3 / 5)  # .8 .5 .4 (tie counts as a hit)
@@ -244,7 +243,7 @@ def test_fpir_counts_non_mated_probes_whose_top_score_reaches_the_threshold() ->
 
 
 def test_fnir_at_fpir_takes_the_smallest_threshold_within_budget() -> None:
-    from fusion.metrics import fnir_at_fpir
+    from biofuse.fusion.metrics import fnir_at_fpir
 
     # Candidate thresholds = non-mated tops and mated true scores: .2 .3 .4 .5 .6 .8 .9
     # FPIR at each:                                               1 .8 .6 .4 .2 .2  0
@@ -274,7 +273,7 @@ def test_fnir_at_fpir_takes_the_smallest_threshold_within_budget() -> None:
 
 
 def test_fnir_at_fpir_with_no_admissible_score_rejects_everything() -> None:
-    from fusion.metrics import fnir_at_fpir, fpir
+    from biofuse.fusion.metrics import fnir_at_fpir, fpir
 
     # Candidates .3 (mated) and .5 (non-mated top): both have FPIR 1/1 > 0 -> +inf, FNIR 1.
     r = fnir_at_fpir(np.array([[0.3, 0.1]]), np.array([0]), np.array([[0.5, 0.2]]), 0.0)
@@ -284,7 +283,7 @@ def test_fnir_at_fpir_with_no_admissible_score_rejects_everything() -> None:
 
 
 def test_open_set_metrics_do_not_depend_on_probe_order() -> None:
-    from fusion.metrics import fnir_at_fpir
+    from biofuse.fusion.metrics import fnir_at_fpir
 
     pm, pn = [3, 1, 0, 2], [4, 2, 0, 3, 1]
     for target in (0.0, 0.2, 0.5, 0.6, 1.0):
@@ -294,7 +293,7 @@ def test_open_set_metrics_do_not_depend_on_probe_order() -> None:
 
 
 def test_open_set_metrics_reject_bad_input() -> None:
-    from fusion.metrics import dir_at_rank, fnir_at_fpir, fpir
+    from biofuse.fusion.metrics import dir_at_rank, fnir_at_fpir, fpir
 
     with pytest.raises(ValueError):
         fpir(np.array([0.1, 0.2]), 0.5)  # not (probes, gallery)

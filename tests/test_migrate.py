@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fusion.migrate import EmbeddingMap
+from biofuse.fusion.migrate import EmbeddingMap
 
 
 def test_procrustes_recovers_a_rotation_by_hand() -> None:

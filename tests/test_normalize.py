@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from biofuse.errors import ModelMissingError
-from fusion.normalize import (
+from biofuse.fusion.normalize import (
     CohortNormaliser,
     choose_cohort,
     cohort_stats,
@@ -14,7 +12,9 @@ from fusion.normalize import (
     tnorm,
     znorm,
 )
-from fusion.scores import gait_scores, score_modality, similarity
+from biofuse.fusion.scores import gait_scores, score_modality, similarity
+
+from biofuse.errors import ModelMissingError
 
 
 def test_cohort_stats_use_population_std_and_the_top_n() -> None:
@@ -74,7 +74,7 @@ def test_gait_score_is_minus_the_mean_part_distance() -> None:
 
 def test_gait_score_matches_gaitbase_distance() -> None:
     torch = pytest.importorskip("torch")
-    from modalities.gait.gaitbase import gait_distance
+    from biofuse.modalities.gait.gaitbase import gait_distance
 
     rng = np.random.default_rng(0)
     p, g = rng.standard_normal((3, 8, 16)), rng.standard_normal((4, 8, 16))
@@ -100,7 +100,7 @@ def test_score_modality_takes_the_metric() -> None:
 
 
 def test_gait_models_are_compared_by_part_distance() -> None:
-    from fusion.scores import metric_for_model
+    from biofuse.fusion.scores import metric_for_model
 
     assert metric_for_model("gaitbase-casiab-0123456789ab") == "gait-euclidean"
     assert metric_for_model("gei-pca-lda-casiab-0123456789ab") == "cosine"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.modalities.body.background import BackgroundPersonPass, PersonMask
 
 from biofuse.config import Settings
 from biofuse.tracking import mot_scores, track_persons
-from modalities.body.background import BackgroundPersonPass, PersonMask
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -91,7 +91,7 @@ def test_a_panning_camera_hands_its_frames_to_hog(shared_data: Path) -> None:
 
 
 def test_masks_make_silhouettes_or_leave_the_track_to_the_segmenter() -> None:
-    from modalities.body.silhouettes import mask_silhouettes
+    from biofuse.modalities.body.silhouettes import mask_silhouettes
 
     person = np.zeros((120, 60), bool)
     person[10:110, 20:40] = True  # a standing person's foreground
@@ -126,7 +126,7 @@ class _CountingHog:
     """The real HOG detector in this process, counting the frames it is sent."""
 
     def __init__(self, settings: Settings) -> None:
-        from flows.models import build_model
+        from biofuse.flows.models import build_model
 
         self.model = build_model("person", settings)
         self.model_id = self.model.model_id
@@ -142,7 +142,7 @@ class _CountingHog:
 def test_the_pipeline_uses_the_configured_person_detector(
     shared_data: Path, tmp_path: Path, detector: str
 ) -> None:
-    from flows.pipeline import VideoEvidence, _frame_pass
+    from biofuse.flows.pipeline import VideoEvidence, _frame_pass
 
     # 1 s still, then 1 s panning 10 px a frame: 10 + 10 person frames at 10 fps
     frames = _panning(_vtest_frames(shared_data, 20), still=10, step=10, width=560)
@@ -169,9 +169,9 @@ def test_gait_silhouettes_come_from_the_foreground_masks(
 ) -> None:
     """On a fixed camera the gait rows are made from the background masks: the selfie
     segmenter (the fallback) is never built."""
-    import modalities.body.silhouettes as silhouettes
-    from flows.actors import local_handle
-    from flows.pipeline import analyze_video
+    import biofuse.modalities.body.silhouettes as silhouettes
+    from biofuse.flows.actors import local_handle
+    from biofuse.flows.pipeline import analyze_video
 
     clip = _write(_vtest_frames(shared_data, 60), tmp_path / "vtest_6s.mp4")
     monkeypatch.setattr(silhouettes, "_DEFAULT_SEGMENTERS", {})

@@ -53,9 +53,10 @@ def pedestrian_clip(tmp_path_factory: pytest.TempPathFactory, shared_data: Path)
 def test_archive_flow_makes_person_tracks_with_gait_and_body_rows(
     pedestrian_clip: Path, tmp_path: Path
 ) -> None:
+    from biofuse.flows.archive import run_process_archive
+    from biofuse.flows.context import Context
+
     from biofuse.store import EmbeddingStore
-    from flows.archive import run_process_archive
-    from flows.context import Context
 
     # 0.25 CPU per actor: 2 face + person + gait + body actors must fit on a 2-core Ray
     overrides = {
@@ -98,8 +99,9 @@ def test_archive_flow_makes_person_tracks_with_gait_and_body_rows(
 
 
 def test_model_id_resolves_every_configured_kind_without_loading(tmp_path: Path) -> None:
+    from biofuse.flows.context import Context
+
     from biofuse.errors import ConfigError, ModelMissingError
-    from flows.context import Context
 
     ctx = Context.open(home=str(tmp_path / "home"))
     for kind in ("face", "voice", "gait", "body"):

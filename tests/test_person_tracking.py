@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.modalities.base import Embeddings
+from biofuse.modalities.items import SilhouetteSequence
 
 from biofuse.config import Settings
 from biofuse.tracking import LinkedTrack, iou_matrix, link_detections, mot_scores, track_persons
-from modalities.base import Embeddings
-from modalities.items import SilhouetteSequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -58,7 +58,7 @@ def test_tracks_of_recorded_detections_stay_above_the_measured_floor() -> None:
 
 
 def test_a_face_joins_the_person_whose_head_holds_it() -> None:
-    from flows.pipeline import _face_owner
+    from biofuse.flows.pipeline import _face_owner
 
     person = LinkedTrack(
         members=[(0, 0), (1, 0)], times=[0.0, 0.1], boxes=[(100, 100, 140, 200)] * 2, scores=[2, 2]
@@ -77,8 +77,9 @@ def test_a_face_joins_the_person_whose_head_holds_it() -> None:
 @pytest.mark.slow
 def test_hog_detector_reproduces_the_recorded_detections(shared_data: Path) -> None:
     """The recorded CSV the tracking test replays is what the detector gives today."""
+    from biofuse.modalities.body.person_detect import HogPersonDetector
+
     from biofuse import media
-    from modalities.body.person_detect import HogPersonDetector
 
     path = shared_data / VTEST
     if not path.is_file():
@@ -141,8 +142,8 @@ def _gei(items: list[SilhouetteSequence]) -> Embeddings:
 def test_pipeline_makes_person_tracks_with_gait_and_body_rows(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    from flows.actors import local_handle
-    from flows.pipeline import analyze_video
+    from biofuse.flows.actors import local_handle
+    from biofuse.flows.pipeline import analyze_video
 
     src = shared_data / VTEST
     if not src.is_file():
@@ -171,8 +172,8 @@ def test_pipeline_makes_person_tracks_with_gait_and_body_rows(
 def test_a_talking_head_without_a_body_keeps_its_face_track(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    from flows.actors import local_handle
-    from flows.pipeline import analyze_video
+    from biofuse.flows.actors import local_handle
+    from biofuse.flows.pipeline import analyze_video
 
     path = shared_data / "video" / "videoretalking_face_5.mp4"
     if not path.is_file():
@@ -197,11 +198,11 @@ def test_a_moving_face_missed_for_a_while_stays_one_track_in_the_pipeline(
     """Issue 18 item 14: a face moving 100 px/s and hidden for 0.8 s (under the 1 s gap) came
     back 100 px from its last box and the last-box linker made two tracks of it (two probes,
     which can get opposite decisions). Faces now link with the person tracker's motion model."""
+    from biofuse.flows.models import build_model
+    from biofuse.flows.pipeline import analyze_video
     from PIL import Image
 
     from biofuse.sample_archive import FPS, SIZE, write_video
-    from flows.models import build_model
-    from flows.pipeline import analyze_video
 
     photos = sorted((shared_data / "lfw-dev" / "images" / "Laura_Bush").glob("*.jpg"))
     if not photos:
@@ -222,7 +223,7 @@ def test_a_moving_face_missed_for_a_while_stays_one_track_in_the_pipeline(
     settings = Settings(home=tmp_path / "home", face_fps=5.0)
     model = build_model("face", settings)
 
-    class Face:  # flows.actors.local_handle without Ray: the model in this process
+    class Face:  # biofuse.flows.actors.local_handle without Ray: the model in this process
         model_id = model.model_id
 
         def __call__(self, images):

@@ -109,9 +109,9 @@ import json, os, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 import ray
-from flows.actors import actor_name
-from flows.archive import run_process_archive
-from flows.context import Context
+from biofuse.flows.actors import actor_name
+from biofuse.flows.archive import run_process_archive
+from biofuse.flows.context import Context
 
 overrides = {{"home": {home!r}, "face_actors": 1}}
 summary = run_process_archive({archive!r}, overrides=overrides)

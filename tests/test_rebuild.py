@@ -12,20 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, select
-
-from biofuse.catalog import Enrollment, GalleryVersion, Identity
-from flows.actors import ModelHandle
-from flows.context import Context
-from flows.gallery import enroll_media, load_gallery
-from flows.rebuild import (
+from biofuse.flows.actors import ModelHandle
+from biofuse.flows.context import Context
+from biofuse.flows.gallery import enroll_media, load_gallery
+from biofuse.flows.rebuild import (
     GallerySnapshot,
     cohort_statistics,
     current_gallery,
     enrollment_pairs,
     rebuild,
 )
-from fusion.scores import cosine_scores
+from biofuse.fusion.scores import cosine_scores
+from sqlalchemy import delete, select
+
+from biofuse.catalog import Enrollment, GalleryVersion, Identity
 
 OLD_MODEL = "dlib-resnet-000000000000"
 
@@ -56,8 +56,9 @@ def _open(home: Path, face: ModelHandle | None = None, **overrides: object) -> C
 
 @pytest.fixture(scope="module")
 def face_handle() -> ModelHandle:
+    from biofuse.flows.actors import local_handle
+
     from biofuse.config import load_settings
-    from flows.actors import local_handle
 
     return local_handle("face", load_settings(modalities=["face"]))
 
@@ -286,7 +287,7 @@ def test_a_reader_sees_the_old_or_the_new_gallery_never_a_mixture(
 def test_the_cohort_comes_from_probe_rows_and_new_probes_make_a_new_version(
     home: Path, face_handle: ModelHandle
 ) -> None:
-    from modalities.base import Embeddings, l2_normalise
+    from biofuse.modalities.base import Embeddings, l2_normalise
 
     ctx = _open(home, face_handle)
     first = rebuild(ctx)
@@ -344,8 +345,9 @@ def test_cohort_statistics_and_pairs_on_hand_made_vectors() -> None:
 def test_the_prefect_flow_rebuilds_and_records_a_run(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from biofuse.flows.rebuild import rebuild_gallery
+
     from biofuse.catalog import Run
-    from flows.rebuild import rebuild_gallery
 
     ctx = _open(home)
     with ctx.catalog.session() as s:  # nothing stale: the flow needs no model actor

@@ -37,8 +37,7 @@ def test_missing_user_model_says_how_to_add_it(tmp_path: Path) -> None:
 def test_added_model_is_recorded_and_tampering_is_caught(tmp_path: Path) -> None:
     # a model copied as it is (checked, not converted): AdaFace's converted path is in test_face_*
     import torch
-
-    from modalities.gait.gaitbase import build_gaitbase
+    from biofuse.modalities.gait.gaitbase import build_gaitbase
 
     weights = tmp_path / "official.pt"
     torch.manual_seed(0)
@@ -118,7 +117,7 @@ def _random_source(tmp_path: Path, name: str, as_folder: bool) -> Path:
         path.parent.mkdir(parents=True)
         path.write_bytes(rng.bytes(4096))
         return path
-    from modalities.voice.ecapa import REQUIRED_FILES
+    from biofuse.modalities.voice.ecapa import REQUIRED_FILES
 
     folder = tmp_path / "download" / name
     folder.mkdir(parents=True)
@@ -152,8 +151,7 @@ def test_ecapa_release_folder_with_published_yaml_and_random_checkpoints_is_refu
     tmp_path: Path,
 ) -> None:
     import numpy as np
-
-    from modalities.voice.ecapa import REQUIRED_FILES
+    from biofuse.modalities.voice.ecapa import REQUIRED_FILES
 
     pytest.importorskip("speechbrain")
     from test_ecapa import HPARAMS

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from biofuse.fusion.calibration import load_default
+from biofuse.fusion.scores import metric_for_model, similarity
 
 from biofuse.config import Settings
 from biofuse.registry import METRICS, SPECS, Registry, spec_for
-from fusion.calibration import load_default
-from fusion.scores import metric_for_model, similarity
 
 # entries whose build or embedding takes seconds on a CPU (deep nets, speechbrain)
 HEAVY = {
@@ -76,8 +76,7 @@ def _face_input(shared: Path) -> np.ndarray:
 
 def _voice_input(shared: Path) -> list[Any]:
     import soundfile
-
-    from modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment
+    from biofuse.modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment
 
     root = shared / "voice-dev" / "librispeech"
     files = sorted(root.rglob("*.flac"))[:1] if root.is_dir() else []
@@ -89,7 +88,7 @@ def _voice_input(shared: Path) -> list[Any]:
 
 
 def _gait_input(shared: Path) -> list[Any]:
-    from modalities.items import SilhouetteSequence
+    from biofuse.modalities.items import SilhouetteSequence
 
     path = shared / "casiab-dev" / "075" / "nm-01" / "090" / "090.pkl"
     if not path.is_file():
@@ -118,7 +117,7 @@ def _person_track(shared: Path) -> tuple[list[np.ndarray], list[tuple[float, ...
 
 def _embed(name: str, settings: Settings, shared: Path) -> tuple[np.ndarray, str]:
     """Rows of one tiny real input through the model built from its declaration alone."""
-    from flows.models import build_model
+    from biofuse.flows.models import build_model
 
     spec = SPECS[name]
     if spec.modality == "face":
@@ -131,12 +130,12 @@ def _embed(name: str, settings: Settings, shared: Path) -> tuple[np.ndarray, str
     elif spec.input == "silhouette-sequence":
         items = _gait_input(shared)
     elif spec.input == "pose-sequence":
-        from modalities.body.anthropometric import track_pose
+        from biofuse.modalities.body.anthropometric import track_pose
 
         frames, boxes = _person_track(shared)
         items = [track_pose("vtest#1", frames, boxes)]
     elif spec.input == "person-crops":
-        from modalities.body.clip_student import PersonCrops
+        from biofuse.modalities.body.clip_student import PersonCrops
 
         frames, boxes = _person_track(shared)
         crops = [f[int(b[1]) : int(b[3]), int(b[0]) : int(b[2])] for f, b in zip(frames, boxes)]
@@ -206,9 +205,10 @@ def test_a_declaration_without_metric_or_calibration_is_refused_at_once() -> Non
 
 
 def test_modalities_are_declared_and_evidence_is_a_mapping() -> None:
+    from biofuse.flows.pipeline import TRACK_MODALITIES, VideoEvidence, needs_person_tracks
+    from biofuse.modalities.base import Embeddings
+
     from biofuse.registry import MODALITIES
-    from flows.pipeline import TRACK_MODALITIES, VideoEvidence, needs_person_tracks
-    from modalities.base import Embeddings
 
     assert {m: d.keyed_by for m, d in MODALITIES.items()} == {
         "face": "track",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fusion.report import labelled_tables, read_rows, summarise, write_report
-from fusion.scorefiles import ScoreRow, Trial, write_four_column, write_score_csv
+from biofuse.fusion.report import labelled_tables, read_rows, summarise, write_report
+from biofuse.fusion.scorefiles import ScoreRow, Trial, write_four_column, write_score_csv
 
 # p1 is A, p2 is B, p3 is nobody enrolled
 ROWS = [
@@ -71,10 +70,10 @@ def test_report_files_from_csv_and_four_column(tmp_path) -> None:
 
 
 def test_report_and_calibrate_commands(tmp_path, monkeypatch) -> None:
+    from biofuse.fusion.decide import OperatorCalibration
     from typer.testing import CliRunner
 
     from biofuse.cli import app
-    from fusion.decide import OperatorCalibration
 
     monkeypatch.setenv("BIOFUSE_HOME", str(tmp_path / "home"))
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""fusion.scorefiles: exact round trips, located errors, and metrics computed from files."""
+"""biofuse.fusion.scorefiles: exact round trips, located errors, and metrics computed from files."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fusion.metrics import eer
-from fusion.scorefiles import (
+from biofuse.fusion.metrics import eer
+from biofuse.fusion.scorefiles import (
     ScoreRow,
     Trial,
     read_four_column,

@@ -321,9 +321,9 @@ def run_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
     videos = shared_data / "video"
     if not videos.is_dir():
         pytest.skip("../shared/data/video is absent")
-    from flows.archive import process_one_video, register_videos
-    from flows.context import Context
-    from flows.gallery import enroll_media, identify
+    from biofuse.flows.archive import process_one_video, register_videos
+    from biofuse.flows.context import Context
+    from biofuse.flows.gallery import enroll_media, identify
 
     root = tmp_path_factory.mktemp("serve")
     archive = root / "archive"
@@ -452,8 +452,8 @@ def test_every_query_is_audited_with_who_what_and_the_ids_shown(
 def test_the_gallery_endpoint_follows_the_rebuilt_version(
     settings: Settings, tmp_path: Path
 ) -> None:
-    from flows.context import Context
-    from flows.rebuild import rebuild
+    from biofuse.flows.context import Context
+    from biofuse.flows.rebuild import rebuild
 
     home = tmp_path / "home"
     shutil.copytree(settings.home, home)

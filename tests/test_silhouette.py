@@ -26,9 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from modalities.gait.gaitbase import base_sil_cutting
-from modalities.gait.silhouette import (
+from biofuse.modalities.gait.gaitbase import base_sil_cutting
+from biofuse.modalities.gait.silhouette import (
     OPENGAIT_MIN_FOREGROUND_SUM,
     OpenGaitPretreatment,
     pretreat_sequence,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from biofuse.modalities.base import Embeddings
 
 from biofuse.errors import StoreError
 from biofuse.store import EmbeddingStore
-from modalities.base import Embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,11 @@ pytestmark = pytest.mark.slow  # decodes and analyses three real clips
 def test_a_toy_face_model_from_the_test_folder_runs_end_to_end(
     tmp_path: Path, shared_data: Path
 ) -> None:
+    from biofuse.flows.archive import claim_and_process, register_videos
+    from biofuse.flows.context import Context
+    from biofuse.flows.gallery import enroll_media, identify_videos
+
     from biofuse.registry import SPECS
-    from flows.archive import claim_and_process, register_videos
-    from flows.context import Context
-    from flows.gallery import enroll_media, identify_videos
 
     videos = shared_data / "video"
     probe = videos / "videoretalking_face_3.mp4"  # AOC talking

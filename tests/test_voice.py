@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from modalities.base import Embeddings, Extractor
-from modalities.voice import (
+from biofuse.modalities.base import Embeddings, Extractor
+from biofuse.modalities.voice import (
     AudioSegment,
     ResemblyzerExtractor,
     SpeechTurn,
@@ -308,8 +307,9 @@ STREAM_FILES = [
 def test_streaming_vad_gives_the_whole_file_turns(
     shared_data: Path, name: str, method: str
 ) -> None:
+    from biofuse.modalities.voice.vad import StreamingVAD
+
     from biofuse import media
-    from modalities.voice.vad import StreamingVAD
 
     path = shared_data / name
     if not path.exists():
@@ -326,7 +326,7 @@ def test_streaming_vad_gives_the_whole_file_turns(
                 vad.feed(samples[a : a + size])
             assert vad.turns(**kw) == whole, (name, method, size, kw)
         frame = vad.frame
-        from modalities.voice.vad import _frame_powers
+        from biofuse.modalities.voice.vad import _frame_powers
 
         assert np.array_equal(vad.powers(), _frame_powers(samples, frame))
 
@@ -337,9 +337,10 @@ def test_streaming_speech_gives_the_whole_file_turns_and_rows(
     shared_data: Path, tmp_path: Path, name: str, diarize: bool
 ) -> None:
     """The voice path of `process`, streamed (the default) and from the whole file."""
+    from biofuse.flows.actors import local_handle
+    from biofuse.flows.pipeline import VideoEvidence, _speech_segments
+
     from biofuse.config import load_settings
-    from flows.actors import local_handle
-    from flows.pipeline import VideoEvidence, _speech_segments
 
     path = shared_data / name
     if not path.exists():

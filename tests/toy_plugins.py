@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from biofuse.modalities.base import Embeddings
 
 from biofuse.registry import SPECS, ModelSpec, ResolvedModel, register
-from modalities.base import Embeddings
 
 TOY_DIM = 32
 

@@ -44,9 +44,9 @@ from biofuse.catalog import (
 )
 from biofuse.config import Settings
 from biofuse.errors import BiofuseError, ConfigError, MediaError
+from biofuse.fusion.fuse import open_set_threshold
 from biofuse.serve.thumbnails import thumbnail
 from biofuse.serve.tokens import Principal, digest, parse_tokens, read_tokens_file
-from fusion.fuse import open_set_threshold
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger(__name__)

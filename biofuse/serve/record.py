@@ -42,8 +42,8 @@ def verify(record: dict[str, Any]) -> bool:
 
 def _weights(model_id: str, settings: Settings) -> dict[str, Any]:
     """The model's registry name and full weights sha256, if the installed file is that one."""
+    from biofuse.fusion.calibration import model_name
     from biofuse.registry import Registry
-    from fusion.calibration import model_name
 
     name = model_name(model_id)
     out: dict[str, Any] = {"model_id": model_id, "name": name, "weights_sha256": None}

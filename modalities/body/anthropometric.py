@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from biofuse.modalities.base import Embeddings, l2_normalise
+from biofuse.modalities.body.silhouettes import BOX_PAD, padded_crop
+from biofuse.modalities.items import PoseSequence
 
 from biofuse.registry import ResolvedModel
-from modalities.base import Embeddings, l2_normalise
-from modalities.body.silhouettes import BOX_PAD, padded_crop
-from modalities.items import PoseSequence
 
 NUM_LANDMARKS = 33
 NOSE, L_EAR, R_EAR = 0, 7, 8

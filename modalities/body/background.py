@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from modalities.body.person_detect import FramePersons
+from biofuse.modalities.body.person_detect import FramePersons
 
 Decided = tuple[float, np.ndarray, "FramePersons | None"]  # time, RGB frame, people or None
 

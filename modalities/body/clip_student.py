@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from biofuse.modalities.base import Embeddings
 from torch import nn
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import ModelSpec, ResolvedModel, install_file
-from modalities.base import Embeddings
 
 INPUT_SIZE = (224, 224)  # height, width
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

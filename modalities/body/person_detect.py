@@ -30,7 +30,8 @@ class FramePersons:
 
     boxes: np.ndarray  # (n, 4) float32
     scores: np.ndarray  # (n,) float32, the SVM margin: > 0 is a person, larger is surer
-    # background subtraction's foreground per detection (modalities.body.background.PersonMask),
+    # background subtraction's foreground per detection
+    # (biofuse.modalities.body.background.PersonMask),
     # for gait silhouettes; None from HOG
     masks: list[Any] | None = None
 

@@ -3,7 +3,8 @@
 Gait models consume OpenGait-pretreated binary silhouettes (64x64). We segment each frame of a
 track on a padded crop of its box (the segmenters work at 256 px input; cropping keeps a distant
 person large enough), threshold the probability, keep the connected blob the box is about (a
-padded crop may catch a neighbour), then run `modalities.gait.silhouette`'s exact pretreatment.
+padded crop may catch a neighbour), then run `biofuse.modalities.gait.silhouette`'s exact
+pretreatment.
 
 Two offline segmenters ship in MediaPipe 0.10.21: `selfie_segmentation` (the default) and the
 pose model's `enable_segmentation` mask. On the pedestrian video's tracks (612 crops, against
@@ -12,7 +13,7 @@ background subtraction; benchmarks/body_silhouettes.py) selfie agrees better (me
 shared CPU), although it was trained on near, frontal people.
 
 On a fixed camera the person path finds people by background subtraction
-(`modalities.body.background`), and its foreground masks are the silhouettes, the way
+(`biofuse.modalities.body.background`), and its foreground masks are the silhouettes, the way
 CASIA-B's were made: `mask_silhouettes` runs them through the same pretreatment, and a track
 without enough usable masks falls back to the segmenter.
 """
@@ -24,9 +25,8 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-
-from modalities.gait.silhouette import pretreat_silhouette
-from modalities.items import SilhouetteSequence
+from biofuse.modalities.gait.silhouette import pretreat_silhouette
+from biofuse.modalities.items import SilhouetteSequence
 
 SegmenterName = Literal["pose", "selfie"]
 SEGMENTERS: tuple[SegmenterName, ...] = ("pose", "selfie")

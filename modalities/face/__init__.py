@@ -6,7 +6,7 @@ same detector with 68-point landmarks aligned onto the ArcFace template (align.p
 user has added an official checkpoint (`biofuse models add adaface-irN FILE.ckpt`).
 """
 
-from modalities.face.dlib_face import (
+from biofuse.modalities.face.dlib_face import (
     DLIB_SAME_PERSON_COS,
     DlibFaceDetector,
     DlibFaceEmbedder,
@@ -17,7 +17,7 @@ from modalities.face.dlib_face import (
     largest_face,
     track_inliers,
 )
-from modalities.face.quality import adaface_quality, same_person_cos
+from biofuse.modalities.face.quality import adaface_quality, same_person_cos
 
 __all__ = [
     "DLIB_SAME_PERSON_COS",

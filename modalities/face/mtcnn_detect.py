@@ -25,16 +25,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from biofuse.registry import ResolvedModel
-from modalities.face.align import align_face
-from modalities.face.dlib_face import (
+from biofuse.modalities.face.align import align_face
+from biofuse.modalities.face.dlib_face import (
     CHIP_PADDING,
     CHIP_SIZE,
     FaceDetection,
     _check_rgb,
     face_quality,
 )
+
+from biofuse.registry import ResolvedModel
 
 # P-, R-, O-Net probability thresholds and pyramid factor: facenet-pytorch's defaults.
 THRESHOLDS = (0.6, 0.7, 0.7)

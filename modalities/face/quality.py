@@ -22,8 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from modalities.face.dlib_face import face_quality
+from biofuse.modalities.face.dlib_face import face_quality
 
 ADAFACE_NORM_REFERENCE = math.sqrt(512.0)
 

@@ -5,9 +5,9 @@ shipped in `weights/`); GaitBase (official OpenGait checkpoints) and our compact
 model share one extractor (`extractors.py`).
 """
 
-from modalities.gait.compact import COMPACT_CONFIG
-from modalities.gait.extractors import GaitBaseExtractor
-from modalities.gait.gaitbase import (
+from biofuse.modalities.gait.compact import COMPACT_CONFIG
+from biofuse.modalities.gait.extractors import GaitBaseExtractor
+from biofuse.modalities.gait.gaitbase import (
     GAITBASE_CASIAB,
     GAITBASE_CONFIGS,
     GaitBase,
@@ -21,7 +21,7 @@ from modalities.gait.gaitbase import (
     load_gaitbase,
     read_opengait_state_dict,
 )
-from modalities.gait.gei import GeiGaitExtractor, GeiPcaLda
+from biofuse.modalities.gait.gei import GeiGaitExtractor, GeiPcaLda
 
 __all__ = [
     "COMPACT_CONFIG",

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from fusion.metrics import cmc
-from modalities.items import SilhouetteSequence
+from biofuse.fusion.metrics import cmc
+from biofuse.modalities.items import SilhouetteSequence
 
 VIEWS = tuple(f"{a:03d}" for a in range(0, 181, 18))
 CONDITIONS = tuple([f"nm-{i:02d}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"])
@@ -124,7 +123,8 @@ def rank1_table(
 
     `vectors[i]` embeds `labels[i]`; `similarity(probe, gallery)` gives a (n, m) matrix,
     larger = more alike. A probe's nearest gallery sequence decides; with several gallery
-    sequences per subject that is the subject's best score, which `fusion.metrics.cmc` ranks.
+    sequences per subject that is the subject's best score, which
+    `biofuse.fusion.metrics.cmc` ranks.
     """
     subjects = np.array([lab.subject for lab in labels])
     views = np.array([lab.view for lab in labels])

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from modalities.gait.gaitbase import (
+from biofuse.modalities.gait.gaitbase import (
     GaitBase,
     GaitBaseConfig,
     ResNet9Config,

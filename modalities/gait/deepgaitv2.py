@@ -22,11 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
-
-from biofuse.errors import ModelMissingError
-from biofuse.registry import ModelSpec
-from modalities.gait.gaitbase import (
+from biofuse.modalities.gait.gaitbase import (
     SeparateBNNecks,
     SeparateBNNecksConfig,
     SeparateFCs,
@@ -37,6 +33,10 @@ from modalities.gait.gaitbase import (
     read_opengait_state_dict,
     temporal_max,
 )
+from torch import nn
+
+from biofuse.errors import ModelMissingError
+from biofuse.registry import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from biofuse.registry import ResolvedModel
-from modalities.base import Embeddings
-from modalities.gait.gaitbase import (
+from biofuse.modalities.base import Embeddings
+from biofuse.modalities.gait.gaitbase import (
     GAITBASE_CASIAB,
     GaitBase,
     GaitBaseConfig,
     base_sil_cutting,
     load_gaitbase,
 )
-from modalities.gait.gei import sequence_quality, usable_frames
-from modalities.items import SilhouetteSequence
+from biofuse.modalities.gait.gei import sequence_quality, usable_frames
+from biofuse.modalities.items import SilhouetteSequence
+
+from biofuse.registry import ResolvedModel
 
 
 class GaitBaseExtractor:

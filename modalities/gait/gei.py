@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+from biofuse.modalities.base import Embeddings, l2_normalise
+from biofuse.modalities.gait.gaitbase import base_sil_cutting
+from biofuse.modalities.items import SilhouetteSequence
 
 from biofuse.errors import ModelMissingError
 from biofuse.registry import ResolvedModel
-from modalities.base import Embeddings, l2_normalise
-from modalities.gait.gaitbase import base_sil_cutting
-from modalities.items import SilhouetteSequence
 
 GEI_SHAPE = (64, 44)
 GEI_DIM = GEI_SHAPE[0] * GEI_SHAPE[1]
@@ -38,7 +38,8 @@ def usable_frames(sequence: SilhouetteSequence) -> np.ndarray:
     if frames.ndim != 3 or frames.shape[1:] != (64, 64):
         raise ValueError(
             f"silhouette sequence {sequence.key!r} has frames of shape {frames.shape}; "
-            "expected (T, 64, 64) from the OpenGait pretreatment (modalities.gait.silhouette)"
+            "expected (T, 64, 64) from the OpenGait pretreatment "
+            "(biofuse.modalities.gait.silhouette)"
         )
     return frames[frames.reshape(len(frames), -1).any(axis=1)]
 

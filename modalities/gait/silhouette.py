@@ -27,8 +27,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from modalities.gait.gaitbase import base_sil_cutting
+from biofuse.modalities.gait.gaitbase import base_sil_cutting
 
 __all__ = [
     "OPENGAIT_MIN_FOREGROUND_SUM",

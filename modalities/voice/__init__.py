@@ -1,17 +1,17 @@
 """Voice modality: speech turns (VAD) and speaker embeddings of those turns.
 
-The extractor is imported lazily by its module, so `from modalities.voice import detect_speech`
-stays light (no torch, no librosa).
+The extractor is imported lazily by its module, so
+`from biofuse.modalities.voice import detect_speech` stays light (no torch, no librosa).
 """
 
-from modalities.voice.resemblyzer_voice import (
+from biofuse.modalities.voice.resemblyzer_voice import (
     AudioSegment,
     ResemblyzerExtractor,
     segment_quality,
     turn_segments,
     voice_template,
 )
-from modalities.voice.vad import SpeechTurn, detect_speech, noise_power, snr_db
+from biofuse.modalities.voice.vad import SpeechTurn, detect_speech, noise_power, snr_db
 
 __all__ = [
     "AudioSegment",

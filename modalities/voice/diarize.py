@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
-from modalities.base import Embeddings, l2_normalise
-from modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment, voice_template
-from modalities.voice.stream import SpilledAudio, embed_in_batches
-from modalities.voice.vad import SpeechTurn, split_turn
+from biofuse.modalities.base import Embeddings, l2_normalise
+from biofuse.modalities.voice.resemblyzer_voice import SAMPLE_RATE, AudioSegment, voice_template
+from biofuse.modalities.voice.stream import SpilledAudio, embed_in_batches
+from biofuse.modalities.voice.vad import SpeechTurn, split_turn
 
 EmbedCall = Callable[[list[AudioSegment]], Embeddings]
 

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from biofuse.errors import ModelMissingError
-from biofuse.registry import ModelSpec, ResolvedModel, install_folder
-from modalities.base import Embeddings, l2_normalise
-from modalities.voice.resemblyzer_voice import (
+from biofuse.modalities.base import Embeddings, l2_normalise
+from biofuse.modalities.voice.resemblyzer_voice import (
     SAMPLE_RATE,
     SILENT_RMS,
     AudioSegment,
     segment_quality,
 )
+
+from biofuse.errors import ModelMissingError
+from biofuse.registry import ModelSpec, ResolvedModel, install_folder
 
 HPARAMS_FILE = "hyperparams.yaml"
 CHECKPOINTS = ("embedding_model.ckpt", "mean_var_norm_emb.ckpt", "classifier.ckpt")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from biofuse.modalities.base import Embeddings, l2_normalise
+from biofuse.modalities.voice.stream import SpilledAudio
+from biofuse.modalities.voice.vad import SpeechTurn, noise_power, snr_db
 
 from biofuse.registry import ResolvedModel
-from modalities.base import Embeddings, l2_normalise
-from modalities.voice.stream import SpilledAudio
-from modalities.voice.vad import SpeechTurn, noise_power, snr_db
 
 if TYPE_CHECKING:
     import torch

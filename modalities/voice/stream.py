@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from modalities.base import Embeddings
+from biofuse.modalities.base import Embeddings
 
 EMBED_BATCH = 16  # spans per encoder call: at most 16 x 10 s of audio and their activations
 
