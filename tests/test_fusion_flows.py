@@ -17,7 +17,8 @@ from biofuse.modalities.base import Embeddings, l2_normalise
 from biofuse.catalog import Enrollment
 from biofuse.errors import GalleryError, ModelMissingError
 
-OLD, NEW = "old-face-aaaaaaaaaaaa", "new-face-bbbbbbbbbbbb"
+# declared models (scoring reads their declarations), with made-up weight digests
+OLD, NEW = "dlib-resnet-aaaaaaaaaaaa", "adaface-ir50-bbbbbbbbbbbb"
 
 
 def _rotation(dim: int, seed: int = 0) -> np.ndarray:
@@ -96,7 +97,7 @@ def test_fusion_setup_reads_the_operator_calibration(tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="refit"):
         fusion_setup(ctx, {"face": NEW}, None)
     # fitted on face alone: its calibration applies, its threshold (face-only fusion) does not
-    calibrations, args = fusion_setup(ctx, {"face": OLD, "voice": "resemblyzer-ge2e-x"}, None)
+    calibrations, args = fusion_setup(ctx, {"face": OLD, "voice": "resemblyzer-ge2e-cccccccccccc"}, None)
     assert calibrations["face"].slope == 7.0 and "threshold_llr" not in args
     learned = Context.open(home=str(home), fusion_method="logistic")
     with pytest.raises(ModelMissingError, match="calibrate"):
