@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,3 +144,14 @@ def getattr_static_loaded(module: object) -> object:
         return inspect.getattr_static(module, "lazy_module")
     except AttributeError:
         return None
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """The CLI exports --home and --config as BIOFUSE_* variables for the services it starts;
+    a CliRunner test runs it in this process, so each test gets the environment back after."""
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
