@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from biofuse.modalities.gait.gaitbase import (
+    BasicBlock,  # the per-frame block (OpenGait BasicBlock2D): same layers and key names
     SeparateBNNecks,
     SeparateBNNecksConfig,
     SeparateFCs,
@@ -77,28 +78,6 @@ def _conv3x3(cin: int, cout: int, stride: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
 
 
-class Block2D(nn.Module):
-    """Per-frame residual block (`BasicBlock2D`); `[n*s, c, h, w]` in and out."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = _conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU()
-        self.conv2 = _conv3x3(planes, planes, 1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(out + identity)
-
-
 class BlockP3D(nn.Module):
     """Pseudo-3D residual block (`BasicBlockP3D`) on `[n, c, s, h, w]`: a per-frame 3x3 conv,
     plus a (3, 1, 1) temporal conv over neighbouring frames on that output, then a second
@@ -141,8 +120,8 @@ class DeepGaitV2(nn.Module):
         )
         self.layer1 = SetBlock(
             nn.Sequential(
-                Block2D(ch[0], ch[0], strides[0]),
-                *(Block2D(ch[0], ch[0], 1) for _ in range(layers[0] - 1)),
+                BasicBlock(ch[0], ch[0], strides[0]),
+                *(BasicBlock(ch[0], ch[0], 1) for _ in range(layers[0] - 1)),
             )
         )
         stages = []
