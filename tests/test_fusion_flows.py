@@ -97,7 +97,9 @@ def test_fusion_setup_reads_the_operator_calibration(tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="refit"):
         fusion_setup(ctx, {"face": NEW}, None)
     # fitted on face alone: its calibration applies, its threshold (face-only fusion) does not
-    calibrations, args = fusion_setup(ctx, {"face": OLD, "voice": "resemblyzer-ge2e-cccccccccccc"}, None)
+    calibrations, args = fusion_setup(
+        ctx, {"face": OLD, "voice": "resemblyzer-ge2e-cccccccccccc"}, None
+    )
     assert calibrations["face"].slope == 7.0 and "threshold_llr" not in args
     learned = Context.open(home=str(home), fusion_method="logistic")
     with pytest.raises(ModelMissingError, match="calibrate"):
