@@ -337,3 +337,20 @@ def test_demo_truth_is_per_track_and_bystanders_are_expected_unknown() -> None:
         "b:t0000": "unknown",
         "b:spk00": "unknown",
     }
+
+
+def test_explain_verify_refuses_what_is_not_a_record(tmp_path: Path) -> None:
+    """A saved record is user input: garbage, a JSON list or a missing file is a clear refusal."""
+    from typer.testing import CliRunner
+
+    from biofuse.cli import app as cli
+
+    garbage, listed = tmp_path / "garbage.json", tmp_path / "list.json"
+    garbage.write_bytes(b"\xff\x00not json")
+    listed.write_text('["sha256"]')
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["explain", "--verify", str(garbage)])
+    assert bad.exit_code == 2 and "cannot read the record" in bad.output
+    assert runner.invoke(cli, ["explain", "--verify", str(listed)]).exit_code == 1
+    gone = runner.invoke(cli, ["explain", "--verify", str(tmp_path / "nope.json")])
+    assert gone.exit_code == 2 and "nope.json" in gone.output
